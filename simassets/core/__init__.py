@@ -1,0 +1,1 @@
+"""The science of simassets: plain, typed modules with no Dagster imports."""

@@ -1,0 +1,1 @@
+"""Similarity measures: one module per family, all declared in :mod:`.registry`."""
