@@ -46,6 +46,36 @@ def all_assets() -> list:
             benchmark_evaluation, measure_registry, correlations]
 
 
+def freshness_functions() -> dict[str, Callable]:
+    """Asset name -> function(study, partition_key) -> Freshness, shared with the asset bodies."""
+    from simassets.defs.benchmarks import benchmark_examples_freshness
+    from simassets.defs.corpora import corpus_documents_freshness
+    from simassets.defs.embeddings import benchmark_embeddings_freshness, corpus_embeddings_freshness
+    from simassets.defs.evaluation import benchmark_evaluation_freshness
+    from simassets.defs.similarity import embedding_similarity_freshness
+    from simassets.defs.studies import correlations_freshness, measure_registry_freshness
+
+    return {
+        "corpus_documents": corpus_documents_freshness, "corpus_embeddings": corpus_embeddings_freshness,
+        "benchmark_examples": benchmark_examples_freshness, "benchmark_embeddings": benchmark_embeddings_freshness,
+        "embedding_similarity": embedding_similarity_freshness, "benchmark_evaluation": benchmark_evaluation_freshness,
+        "measure_registry": measure_registry_freshness, "correlations": correlations_freshness,
+    }
+
+
+def all_fresh(step: "Step", study) -> bool:
+    """True when every asset of a partitioned step is stored with the fingerprint it would compute now."""
+    fns = freshness_functions()
+    if not all(a in fns for a in step.assets):
+        return False
+    wh = study.warehouse()
+    try:
+        return all(fns[a](study, step.partition_key).fresh(wh, None if a == "measure_registry" else study.profile_name)
+                   for a in step.assets)
+    except Exception:  # an upstream not materialized yet, etc.: let the run decide and report
+        return False
+
+
 def sync_partitions(instance: dg.DagsterInstance, catalog, models: Iterable[str]) -> dict[str, list[str]]:
     """Make the dynamic partitions match the catalog and the registry; returns what changed."""
     wanted = {"corpus": sorted(catalog.corpora), "benchmark": sorted(catalog.benchmarks), "model": sorted(models)}
@@ -61,6 +91,9 @@ def sync_partitions(instance: dg.DagsterInstance, catalog, models: Iterable[str]
         if add or remove:
             changes[name] = [f"+{k}" for k in add] + [f"-{k}" for k in remove]
     return changes
+
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass(frozen=True)
@@ -101,13 +134,19 @@ def execute(steps: Sequence[Step], instance: dg.DagsterInstance, resources: dict
     """Materialize the steps in order in this process; a failing step is reported and the rest go on."""
     report = RunReport()
     assets = all_assets()
+    study = resources["study"]
     start = time.perf_counter()
     for i, step in enumerate(steps, start=1):
         t0 = time.perf_counter()
+        label = f"{'+'.join(step.assets)}[{step.label}]"
+        if all_fresh(step, study):
+            report.skipped.append(label)
+            progress(f"[{i}/{len(steps)}] skipped  {label}: unchanged since its last materialization")
+            continue
         try:
             result = dg.materialize(assets, selection=list(step.assets), partition_key=step.partition_key,
                                     instance=instance, resources=resources, raise_on_error=False,
-                                    tags={"simassets/runner": "cli"})
+                                    tags={"simassets/runner": "cli"}, run_config=QUIET)
             ok, error = result.success, ""
             if not ok:
                 failures = [e for e in result.all_events if e.is_step_failure]
@@ -115,7 +154,6 @@ def execute(steps: Sequence[Step], instance: dg.DagsterInstance, resources: dict
         except Exception as exc:  # a definition/config error: report and go on
             ok, error, result = False, f"{type(exc).__name__}: {exc}", None
         took = time.perf_counter() - t0
-        label = f"{'+'.join(step.assets)}[{step.label}]"
         if not ok:
             report.failed.append((label, error))
             progress(f"[{i}/{len(steps)}] FAILED  {label} ({took:.1f}s): {error}")

@@ -11,7 +11,7 @@ from simassets.core.catalog import BenchmarkSpec
 from simassets.core.hashing import canonical_json, sha256_file, sha256_text
 from simassets.core.paths import resolve_data_path
 from simassets.defs.checks import non_empty_check, non_empty_spec
-from simassets.defs.common import is_fresh, partition_fingerprint, skipped, table_md
+from simassets.defs.common import Freshness, partition_fingerprint, skipped, table_md
 from simassets.defs.partitions import benchmark_partitions
 from simassets.defs.resources import StudyResource
 
@@ -34,6 +34,15 @@ def examples_fingerprint(spec: BenchmarkSpec, limit: int | None, seed: int) -> s
     )
 
 
+def benchmark_examples_freshness(study: StudyResource, partition_key: str) -> Freshness:
+    cat = study.catalog()
+    if partition_key not in cat.benchmarks:
+        raise dg.Failure(f"benchmark {partition_key!r} is not in the catalog {cat.source_file}")
+    prof = study.profile_spec()
+    fp = examples_fingerprint(cat.benchmarks[partition_key], prof.benchmark_limit, prof.seed)
+    return Freshness(("benchmark_examples",), {"benchmark": partition_key}, fp)
+
+
 @dg.asset(
     partitions_def=benchmark_partitions,
     group_name="inputs",
@@ -46,12 +55,9 @@ def benchmark_examples(context: dg.AssetExecutionContext, study: StudyResource) 
     from simassets.core.tasks import render_examples
 
     name, profile, cat, wh = context.partition_key, study.profile_name, study.catalog(), study.warehouse()
-    if name not in cat.benchmarks:
-        raise dg.Failure(f"benchmark {name!r} is not in the catalog {cat.source_file}")
-    spec, prof = cat.benchmarks[name], study.profile_spec()
-    keys = {"benchmark": name}
-    fp = examples_fingerprint(spec, prof.benchmark_limit, prof.seed)
-    if is_fresh(wh, ["benchmark_examples"], profile, keys, fp):
+    fresh = benchmark_examples_freshness(study, name)
+    spec, prof, keys, fp = cat.benchmarks[name], study.profile_spec(), fresh.keys, fresh.fingerprint
+    if fresh.fresh(wh, profile):
         stored = wh.stored("benchmark_examples", profile, keys)
         result = skipped(context, wh, "benchmark_examples", profile, keys, fp)
         return dg.MaterializeResult(metadata=result.metadata, data_version=result.data_version,

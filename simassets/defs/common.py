@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -11,6 +12,18 @@ import pandas as pd
 from simassets import __version__
 from simassets.core.hashing import fingerprint
 from simassets.core.warehouse import Warehouse
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """What a partition writes (tables, keys) and the fingerprint of everything its rows depend on."""
+
+    tables: tuple[str, ...]
+    keys: dict[str, str]
+    fingerprint: str
+
+    def fresh(self, wh: Warehouse, profile: str) -> bool:
+        return is_fresh(wh, self.tables, profile, self.keys, self.fingerprint)
 
 
 def partition_fingerprint(asset: str, code_version: str, **inputs: Any) -> str:

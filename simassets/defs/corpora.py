@@ -9,7 +9,7 @@ import pandas as pd
 from simassets.core.hashing import canonical_json, sha256_file, sha256_text
 from simassets.core.paths import resolve_data_path
 from simassets.core.sampling import sample_corpus
-from simassets.defs.common import is_fresh, partition_fingerprint, skipped, table_md
+from simassets.defs.common import Freshness, partition_fingerprint, skipped, table_md
 from simassets.defs.partitions import corpus_partitions
 from simassets.defs.resources import StudyResource
 
@@ -25,6 +25,16 @@ def _source_hashes(catalog, corpus: str) -> dict[str, str]:
     return {s.describe(): sha256_file(str(resolve_data_path(s.path))) if s.is_local else s.describe() for s in sources}
 
 
+def corpus_documents_freshness(study: StudyResource, partition_key: str) -> Freshness:
+    cat, corpus = study.catalog(), partition_key
+    if corpus not in cat.corpora:
+        raise dg.Failure(f"corpus {corpus!r} is not in the catalog {cat.source_file}")
+    size = cat.corpus_sample_size(corpus, study.profile_name)
+    fp = partition_fingerprint("corpus_documents", CODE_VERSION, spec=dataclasses.asdict(cat.corpora[corpus]),
+                               size=size, files=_source_hashes(cat, corpus))
+    return Freshness(("corpus_documents",), {"corpus": corpus}, fp)
+
+
 @dg.asset(
     partitions_def=corpus_partitions,
     group_name="inputs",
@@ -34,13 +44,9 @@ def _source_hashes(catalog, corpus: str) -> dict[str, str]:
 def corpus_documents(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
     """The seeded sample of one corpus (bottom-k by a stable hash of document ids), with the sampled ids recorded."""
     corpus, profile, cat, wh = context.partition_key, study.profile_name, study.catalog(), study.warehouse()
-    if corpus not in cat.corpora:
-        raise dg.Failure(f"corpus {corpus!r} is not in the catalog {cat.source_file}")
-    size = cat.corpus_sample_size(corpus, profile)
-    keys = {"corpus": corpus}
-    fp = partition_fingerprint("corpus_documents", CODE_VERSION, spec=dataclasses.asdict(cat.corpora[corpus]),
-                               size=size, files=_source_hashes(cat, corpus))
-    if is_fresh(wh, ["corpus_documents"], profile, keys, fp):
+    fresh = corpus_documents_freshness(study, corpus)
+    keys, fp, size = fresh.keys, fresh.fingerprint, cat.corpus_sample_size(corpus, profile)
+    if fresh.fresh(wh, profile):
         return skipped(context, wh, "corpus_documents", profile, keys, fp)
     sample = sample_corpus(cat, corpus, size, on_bad_row="fail")
     rows = pd.DataFrame(

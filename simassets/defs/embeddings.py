@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from simassets.core.hashing import canonical_json, sha256_text
-from simassets.defs.common import is_fresh, partition_fingerprint, skipped, upstream_fingerprint
+from simassets.defs.common import Freshness, partition_fingerprint, skipped, upstream_fingerprint
 from simassets.defs.corpora import corpus_documents
 from simassets.defs.benchmarks import benchmark_examples
 from simassets.defs.partitions import benchmark_partitions, corpus_partitions
@@ -15,15 +15,33 @@ from simassets.defs.resources import StudyResource
 CODE_VERSION = "1"
 
 
-def _embed_partition(context: dg.AssetExecutionContext, study: StudyResource, *, table: str, upstream: str,
-                     keys: dict[str, str], id_col: str, texts_of) -> dg.MaterializeResult:
+def _embedder(study: StudyResource):
     from simassets.core.embeddings import get_embedder
 
-    profile, wh = study.profile_name, study.warehouse()
-    embedder = get_embedder(cache_root=study.cache_dir / "embeddings")
+    return get_embedder(cache_root=study.cache_dir / "embeddings")
+
+
+def _freshness(study: StudyResource, table: str, upstream: str, keys: dict[str, str]) -> Freshness:
+    wh, profile = study.warehouse(), study.profile_name
     fp = partition_fingerprint(table, CODE_VERSION, upstream=upstream_fingerprint(wh, upstream, profile, keys),
-                               embedder=embedder.model_key)
-    if is_fresh(wh, [table], profile, keys, fp):
+                               embedder=_embedder(study).model_key)
+    return Freshness((table,), keys, fp)
+
+
+def corpus_embeddings_freshness(study: StudyResource, partition_key: str) -> Freshness:
+    return _freshness(study, "corpus_embeddings", "corpus_documents", {"corpus": partition_key})
+
+
+def benchmark_embeddings_freshness(study: StudyResource, partition_key: str) -> Freshness:
+    return _freshness(study, "benchmark_embeddings", "benchmark_examples", {"benchmark": partition_key})
+
+
+def _embed_partition(context: dg.AssetExecutionContext, study: StudyResource, *, table: str, upstream: str,
+                     keys: dict[str, str], id_col: str, texts_of) -> dg.MaterializeResult:
+    profile, wh, embedder = study.profile_name, study.warehouse(), _embedder(study)
+    fresh = _freshness(study, table, upstream, keys)
+    fp = fresh.fingerprint
+    if fresh.fresh(wh, profile):
         return skipped(context, wh, table, profile, keys, fp)
     src = wh.read_partition(upstream, profile, keys)
     texts = texts_of(src)

@@ -10,7 +10,7 @@ import pandas as pd
 from simassets.core.hashing import canonical_json
 from simassets.defs.benchmarks import benchmark_examples
 from simassets.defs.checks import scores_in_unit_check, scores_in_unit_spec
-from simassets.defs.common import is_fresh, partition_fingerprint, skipped, table_md, upstream_fingerprint
+from simassets.defs.common import Freshness, partition_fingerprint, skipped, table_md, upstream_fingerprint
 from simassets.defs.partitions import keys_of, model_benchmark_partitions
 from simassets.defs.resources import StudyResource
 
@@ -27,6 +27,22 @@ def _lm(spec, batch_size: int, max_length: int):
     return make_lm(loaded.model, loaded.tokenizer, batch_size=batch_size, max_length=max_length), loaded
 
 
+def benchmark_evaluation_freshness(study: StudyResource, partition_key: str) -> Freshness:
+    from simassets.core.models import model_fingerprint
+
+    keys = keys_of(model_benchmark_partitions, partition_key)
+    registry, profile, prof = study.models(), study.profile_name, study.profile_spec()
+    if keys["model"] not in registry:
+        raise dg.Failure(f"model {keys['model']!r} is not in the registry {study.catalog_path / 'models.toml'}")
+    spec = registry[keys["model"]]
+    fp = partition_fingerprint(
+        "benchmark_evaluation", CODE_VERSION,
+        examples=upstream_fingerprint(study.warehouse(), "benchmark_examples", profile, {"benchmark": keys["benchmark"]}),
+        model=model_fingerprint(spec), dtype=spec.dtype, max_length=prof.max_length, lm_eval=version("lm_eval"),
+    )
+    return Freshness(("example_results", "benchmark_scores"), keys, fp)
+
+
 @dg.asset(
     partitions_def=model_benchmark_partitions,
     deps=[benchmark_examples],
@@ -41,19 +57,13 @@ def benchmark_evaluation(context: dg.AssetExecutionContext, study: StudyResource
     """lm-eval accuracy of one model on one benchmark (acc, acc_norm, random-baseline-normalised score, stderr, n) and per-example correctness with gold and chosen log-likelihoods."""
     from simassets.core.models import model_fingerprint
 
-    keys = keys_of(model_benchmark_partitions, context.partition_key)
+    fresh = benchmark_evaluation_freshness(study, context.partition_key)
+    keys, fp = fresh.keys, fresh.fingerprint
     model_id, bench = keys["model"], keys["benchmark"]
     profile, wh, prof, cat = study.profile_name, study.warehouse(), study.profile_spec(), study.catalog()
-    registry = study.models()
-    if model_id not in registry:
-        raise dg.Failure(f"model {model_id!r} is not in the registry {study.catalog_path / 'models.toml'}")
-    spec, bspec = registry[model_id], cat.benchmarks[bench]
+    spec, bspec = study.models()[model_id], cat.benchmarks[bench]
     weights_fp = model_fingerprint(spec)
-    fp = partition_fingerprint(
-        "benchmark_evaluation", CODE_VERSION, examples=upstream_fingerprint(wh, "benchmark_examples", profile, {"benchmark": bench}),
-        model=weights_fp, dtype=spec.dtype, max_length=prof.max_length, lm_eval=version("lm_eval"),
-    )
-    if is_fresh(wh, ["example_results", "benchmark_scores"], profile, keys, fp):
+    if fresh.fresh(wh, profile):
         row = wh.read_partition("benchmark_scores", profile, keys).iloc[0]
         res = skipped(context, wh, "benchmark_scores", profile, keys, fp)
         return dg.MaterializeResult(metadata=res.metadata, data_version=res.data_version, check_results=[

@@ -7,7 +7,7 @@ import pandas as pd
 
 from simassets.core.hashing import canonical_json
 from simassets.defs.checks import finite_in_range_check, finite_in_range_spec
-from simassets.defs.common import is_fresh, partition_fingerprint, skipped, table_md, upstream_fingerprint
+from simassets.defs.common import Freshness, partition_fingerprint, skipped, table_md, upstream_fingerprint
 from simassets.defs.embeddings import benchmark_embeddings, corpus_embeddings
 from simassets.defs.partitions import corpus_benchmark_partitions, keys_of
 from simassets.defs.resources import StudyResource
@@ -18,6 +18,17 @@ COSINE_RANGE = (-1.0, 1.0)
 
 def _matrix(df: pd.DataFrame) -> np.ndarray:
     return np.vstack(df["embedding"].to_numpy()).astype(np.float32)
+
+
+def embedding_similarity_freshness(study: StudyResource, partition_key: str) -> Freshness:
+    keys = keys_of(corpus_benchmark_partitions, partition_key)
+    profile, wh = study.profile_name, study.warehouse()
+    fp = partition_fingerprint(
+        "embedding_similarity", CODE_VERSION, k=study.profile_spec().embedding_top_k,
+        corpus=upstream_fingerprint(wh, "corpus_embeddings", profile, {"corpus": keys["corpus"]}),
+        benchmark=upstream_fingerprint(wh, "benchmark_embeddings", profile, {"benchmark": keys["benchmark"]}),
+    )
+    return Freshness(("example_similarity", "dataset_similarity"), {**keys, "asset": "embedding_similarity"}, fp)
 
 
 @dg.asset(
@@ -32,17 +43,11 @@ def embedding_similarity(context: dg.AssetExecutionContext, study: StudyResource
     """Embedding similarity of a benchmark to a corpus sample: per example the max and mean top-k cosine to the corpus documents; per dataset their means and the centroid cosine."""
     from simassets.core.measures.embedding import centroid_cosine, nearest_neighbours
 
-    keys = keys_of(corpus_benchmark_partitions, context.partition_key)
-    corpus, bench = keys["corpus"], keys["benchmark"]
+    fresh = embedding_similarity_freshness(study, context.partition_key)
+    out_keys, fp = fresh.keys, fresh.fingerprint
+    corpus, bench = out_keys["corpus"], out_keys["benchmark"]
     profile, wh, prof = study.profile_name, study.warehouse(), study.profile_spec()
-    out_keys = {**keys, "asset": "embedding_similarity"}
-    fp = partition_fingerprint(
-        "embedding_similarity", CODE_VERSION, k=prof.embedding_top_k,
-        corpus=upstream_fingerprint(wh, "corpus_embeddings", profile, {"corpus": corpus}),
-        benchmark=upstream_fingerprint(wh, "benchmark_embeddings", profile, {"benchmark": bench}),
-    )
-    tables = ["example_similarity", "dataset_similarity"]
-    if is_fresh(wh, tables, profile, out_keys, fp):
+    if fresh.fresh(wh, profile):
         stored = wh.read_partition("example_similarity", profile, out_keys)
         res = skipped(context, wh, "dataset_similarity", profile, out_keys, fp)
         return dg.MaterializeResult(metadata=res.metadata, data_version=res.data_version, check_results=[

@@ -67,3 +67,62 @@ register(MeasureSpec(
     description="Cosine similarity between the mean embedding of the benchmark examples and the mean embedding of the corpus sample.",
     formula="cos(mean_x e_x, mean_d e_d)", params={"embedding_model": "all-MiniLM-L6-v2"},
 ))
+
+# ------------------------------------------------------------------ token family
+register(MeasureSpec(
+    name="unigram_kl", family="token", levels=("dataset",), direction=-1, needs_model=True,
+    description="KL divergence (nats) from the benchmark's unigram distribution to the corpus sample's under the model's tokenizer; percentile bootstrap CI over corpus-document resamples.",
+    formula="sum_t P_b(t) ln(P_b(t)/P_c(t)),  P = (counts + eps) / sum(counts + eps)",
+    params={"tokenizer": "model", "eps": 1e-3, "n_boot": 1000, "ci": 0.95, "log_base": "e"},
+))
+register(MeasureSpec(
+    name="unigram_js", family="token", levels=("dataset",), direction=-1, needs_model=True,
+    description="Jensen-Shannon divergence (nats, <= ln 2) between benchmark and corpus unigram distributions under the model's tokenizer.",
+    formula="(KL(P_b||M) + KL(P_c||M)) / 2,  M = (P_b + P_c) / 2",
+    params={"tokenizer": "model", "eps": 0.0, "log_base": "e"},
+))
+register(MeasureSpec(
+    name="hashed_ngram_kl", family="token", levels=("dataset",), direction=-1,
+    description="KL divergence (nats) between benchmark and corpus distributions of hashed lower-cased word-punctuation unigrams+bigrams (DSIR features, 10,000 buckets).",
+    formula="sum_f P_b(f) ln(P_b(f)/P_c(f)),  f = xxh64/splitmix64(uni+bigram) mod 10000, P = (counts + eps)/sum",
+    params={"num_buckets": 10000, "ngrams": 2, "tokenizer": r"lower + \w+|[^\w\s]+", "hash": "xxh64(seed=0)+splitmix64", "eps": 1e-3, "log_base": "e"},
+))
+register(MeasureSpec(
+    name="hashed_ngram_js", family="token", levels=("dataset",), direction=-1,
+    description="Jensen-Shannon divergence (nats, <= ln 2) between hashed uni+bigram distributions of benchmark and corpus.",
+    formula="(KL(P_b||M) + KL(P_c||M)) / 2,  M = (P_b + P_c) / 2",
+    params={"num_buckets": 10000, "ngrams": 2, "hash": "xxh64(seed=0)+splitmix64", "eps": 0.0, "log_base": "e"},
+))
+register(MeasureSpec(
+    name="importance_log_weight", family="token", levels=("example",), direction=1,
+    description="DSIR-style log importance weight of an example: log-likelihood ratio of its hashed uni+bigram features under the corpus vs the benchmark distribution (higher = more corpus-like).",
+    formula="sum_f count_x(f) (ln P_c(f) - ln P_b(f))",
+    params={"num_buckets": 10000, "ngrams": 2, "eps": 1e-3},
+))
+register(MeasureSpec(
+    name="importance_log_weight_per_feature", family="token", levels=("example",), direction=1,
+    description="importance_log_weight divided by the example's number of hashed features (length-normalised).",
+    formula="sum_f count_x(f) (ln P_c(f) - ln P_b(f)) / sum_f count_x(f)",
+    params={"num_buckets": 10000, "ngrams": 2, "eps": 1e-3},
+))
+# ------------------------------------------------------------------ compression family
+register(MeasureSpec(
+    name="gzip_alignment", family="compression", levels=("example", "dataset"), direction=1,
+    description="1 - mean gzip normalized compression distance between benchmark examples and seeded random corpus documents (example: 1 - its mean NCD over m docs).",
+    formula="1 - mean_(x,d) [C(x+' '+d) - min(C(x),C(d))] / max(C(x),C(d)),  C = len(gzip(utf8, level 9, mtime=0))",
+    params={"compresslevel": 9, "separator": " ", "n_pairs": 1000},
+))
+# ------------------------------------------------------------------ overlap family
+for _n in (13, 8):
+    register(MeasureSpec(
+        name=f"ngram_overlap_{_n}", family="overlap", levels=("example", "dataset"), direction=1,
+        description=f"Fraction of an example's word {_n}-grams (normalized text) found in the corpus sample; the dataset value is the mean over examples.",
+        formula=f"|{{{_n}-grams of x in corpus}}| / |{{{_n}-grams of x}}| (0 if x has < {_n} words)",
+        params={"n": _n, "normalization": "lower-case; delete [^\\w\\s]+; split on whitespace"},
+    ))
+    register(MeasureSpec(
+        name=f"contaminated_fraction_{_n}", family="overlap", levels=("dataset",), direction=1,
+        description=f"Share of benchmark examples sharing at least one word {_n}-gram with the corpus sample (short examples count as clean).",
+        formula=f"mean_x 1[x shares a {_n}-gram with the corpus]",
+        params={"n": _n, "normalization": "lower-case; delete [^\\w\\s]+; split on whitespace"},
+    ))

@@ -1,0 +1,203 @@
+"""Accuracy of a model on a benchmark through lm-eval, with per-example log-likelihoods.
+
+:func:`evaluate_benchmark` runs lm-eval's ``evaluate`` (the function ``simple_evaluate`` wraps) on
+exactly the doc subset of :func:`simassets.core.tasks.render_examples`, with ``log_samples`` on, and
+checks that every logged request equals the rendered text. It calls ``evaluate`` directly and does
+itself what ``simple_evaluate`` would add around it (seeds, shot count, few-shot seed): the wrapper
+also builds lm-eval's full task index (~5 s) and collects environment info (~2.5 s) on every call.
+Standard errors are the closed-form ones lm-eval uses for means (its bootstrap is skipped).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from simassets.core import tasks as T
+from simassets.core.catalog import BenchmarkSpec
+from simassets.core.hashing import fingerprint
+
+
+class EvaluationError(RuntimeError):
+    """lm-eval scored something other than what was rendered, or returned an unexpected shape."""
+
+
+@dataclass(frozen=True)
+class BenchmarkScore:
+    n: int
+    acc: float
+    acc_stderr: float
+    acc_norm: float | None
+    acc_norm_stderr: float | None
+    primary_metric: str  # spec.metric, or "acc" where acc_norm is undefined
+    random_baseline: float  # mean of 1/len(choices) for multiple choice; 0 for loglikelihood tasks
+    normalized_score: float  # 100 * (primary - random_baseline) / (1 - random_baseline)
+    perplexity: float | None = None  # lm-eval's perplexity of the gold continuations (loglikelihood tasks)
+
+
+@dataclass(frozen=True)
+class ExampleResult:
+    """One doc: correctness, the gold continuation's log-likelihood and token count, all choices.
+
+    For loglikelihood (``lm``) tasks ``correct`` is the greedy match, ``chosen`` is 0 when the greedy
+    continuation is the gold one and -1 otherwise, and ``choice_logliks`` is ``(gold_loglik,)``.
+    """
+
+    example_id: int
+    correct: bool
+    correct_norm: bool | None
+    gold_loglik: float
+    gold_n_tokens: int
+    chosen: int
+    chosen_loglik: float
+    choice_logliks: tuple[float, ...]
+    input_text: str
+    target_text: str
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    score: BenchmarkScore
+    examples: list[ExampleResult]
+    params: dict[str, Any]
+    seconds: float
+
+
+def make_lm(model, tokenizer, batch_size: int = 8, max_length: int = 2048):
+    """Wrap an already-loaded transformers causal LM (and its tokenizer) as an lm-eval ``HFLM``."""
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+
+
+def continuation_n_tokens(lm, context: str, continuation: str) -> int:
+    """How many tokens of ``continuation`` lm-eval scores after ``context`` (its own encoding rules)."""
+    if context == "":
+        enc = lm.tok_encode(continuation, add_special_tokens=False)
+        n = len(enc) if lm.prefix_token_id != enc[0] else len(enc) - 1
+    else:
+        n = len(lm._encode_pair(context, continuation)[1])
+    return min(n, lm.max_length)
+
+
+def _stderr(values: list[float]) -> float:
+    n = len(values)
+    if n < 2:
+        return float("nan")
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def _check_logged(spec: BenchmarkSpec, ex: T.RenderedExample, args: list[tuple[str, str]], task) -> None:
+    if task.OUTPUT_TYPE == "loglikelihood":
+        expected = [(ex.input_text, ex.target_text)]
+    elif task.multiple_input:
+        expected = [(c, ex.target_text) for c in ex.choices]
+    else:
+        expected = [(ex.input_text, c) for c in ex.choices]
+    if [tuple(a[:2]) for a in args] != expected:
+        raise EvaluationError(f"benchmark {spec.name!r} doc {ex.example_id}: lm-eval scored {args!r}, "
+                              f"but the rendered example is {expected!r}")
+
+
+def _example(lm, task, ex: T.RenderedExample, sample: dict) -> ExampleResult:
+    resps = [tuple(r) for r in sample["filtered_resps"]]
+    lls = tuple(float(ll) for ll, _ in resps)
+    args = [tuple(a[:2]) for a in sample["arguments"]]
+    if task.OUTPUT_TYPE == "loglikelihood":
+        correct = bool(resps[0][1])
+        chosen, norm = (0 if correct else -1), None
+        if correct != bool(sample["acc"]):
+            raise EvaluationError(f"doc {ex.example_id}: greedy flag disagrees with lm-eval's acc")
+    else:
+        chosen = max(range(len(lls)), key=lambda i: (lls[i], -i))  # numpy argmax: first maximum
+        correct = bool(sample["acc"])
+        norm = bool(sample["acc_norm"]) if "acc_norm" in sample else None
+        if correct != (chosen == ex.gold):
+            raise EvaluationError(f"doc {ex.example_id}: lm-eval's acc disagrees with argmax of {lls}")
+    ctx, cont = args[ex.gold]
+    return ExampleResult(
+        example_id=ex.example_id, correct=correct, correct_norm=norm, gold_loglik=lls[ex.gold],
+        gold_n_tokens=continuation_n_tokens(lm, ctx, cont), chosen=chosen,
+        chosen_loglik=lls[max(chosen, 0)], choice_logliks=lls, input_text=ctx, target_text=cont,
+    )
+
+
+def _score(spec: BenchmarkSpec, metrics: dict, examples: list[ExampleResult],
+           rendered: list[T.RenderedExample]) -> BenchmarkScore:
+    n = len(examples)
+    if "acc,none" not in metrics:
+        raise EvaluationError(f"benchmark {spec.name!r}: the lm-eval task reports no 'acc' (got {sorted(metrics)})")
+    acc = float(metrics["acc,none"])
+    correct = [float(e.correct) for e in examples]
+    if abs(acc - sum(correct) / n) > 1e-9:
+        raise EvaluationError(f"benchmark {spec.name!r}: lm-eval acc {acc} != mean of per-example results")
+    norms = [float(e.correct_norm) for e in examples] if "acc_norm,none" in metrics else None
+    acc_norm = float(metrics["acc_norm,none"]) if norms is not None else None
+    if norms is not None and abs(acc_norm - sum(norms) / n) > 1e-9:
+        raise EvaluationError(f"benchmark {spec.name!r}: lm-eval acc_norm {acc_norm} != mean of per-example results")
+    primary = "acc_norm" if spec.metric == "acc_norm" and acc_norm is not None else "acc"
+    baseline = sum(1 / len(r.choices) for r in rendered) / n if rendered[0].choices else 0.0
+    value = acc_norm if primary == "acc_norm" else acc
+    return BenchmarkScore(
+        n=n, acc=acc, acc_stderr=_stderr(correct), acc_norm=acc_norm,
+        acc_norm_stderr=_stderr(norms) if norms is not None else None, primary_metric=primary,
+        random_baseline=baseline, normalized_score=100.0 * (value - baseline) / (1.0 - baseline),
+        perplexity=float(metrics["perplexity,none"]) if "perplexity,none" in metrics else None,
+    )
+
+
+class _DocIds(list):
+    """The doc-id list given to lm-eval's ``samples``, with O(1) membership (lm-eval tests
+    ``i in samples`` for every doc of the split)."""
+
+    def __init__(self, ids: list[int]):
+        super().__init__(ids)
+        self._set = frozenset(ids)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._set
+
+
+def evaluate_benchmark(lm, spec: BenchmarkSpec, data_root: Path, limit: int | None, seed: int,
+                       num_fewshot: int = 0) -> EvalResult:
+    """Evaluate ``lm`` (an lm-eval LM, e.g. from :func:`make_lm`) on the seeded doc subset."""
+    import random
+
+    import numpy as np
+    from lm_eval.evaluator import evaluate
+    from lm_eval.utils import set_torch_seed
+
+    start = time.perf_counter()
+    task = T.build_task(spec, Path(data_root))
+    rendered = T.render_examples(spec, data_root, limit, seed, num_fewshot)
+    ids = [r.example_id for r in rendered]
+    T.prepare_task(task, num_fewshot, seed)  # the same shots again, for lm-eval's own requests
+    random.seed(seed)
+    np.random.seed(seed)
+    set_torch_seed(seed)
+    name = task.config.task
+    all_docs = len(ids) == len(task.eval_docs)
+    out = evaluate(lm=lm, task_dict={"tasks": {name: task}, "groups": {}, "group_map": {}},
+                   samples=None if all_docs else {name: _DocIds(ids)}, bootstrap_iters=0, log_samples=True)
+    samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
+    if [s["doc_id"] for s in samples] != ids:
+        raise EvaluationError(f"benchmark {spec.name!r}: lm-eval evaluated docs "
+                              f"{[s['doc_id'] for s in samples][:10]}..., expected {ids[:10]}...")
+    for ex, s in zip(rendered, samples, strict=True):
+        _check_logged(spec, ex, s["arguments"], task)
+    examples = [_example(lm, task, ex, s) for ex, s in zip(rendered, samples, strict=True)]
+    score = _score(spec, out["results"][name], examples, rendered)
+    params = {
+        "lm_eval_version": version("lm_eval"), "task": name, "output_type": task.OUTPUT_TYPE,
+        "limit": limit, "seed": seed, "num_fewshot": num_fewshot, "n_docs_total": len(task.eval_docs),
+        "doc_ids_hash": fingerprint(ids), "batch_size": getattr(lm, "batch_size", None),
+        "max_length": getattr(lm, "max_length", None), "target_delimiter": task.config.target_delimiter,
+        "config_source": (task.config.metadata or {}).get("config_source"),
+        "model": getattr(getattr(getattr(lm, "model", None), "config", None), "_name_or_path", None),
+    }
+    return EvalResult(score=score, examples=examples, params=params, seconds=time.perf_counter() - start)

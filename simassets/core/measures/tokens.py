@@ -1,0 +1,164 @@
+"""Token-distribution measures: KL and JS divergence between a benchmark's and a corpus's feature counts.
+
+The features are either a model tokenizer's unigram ids (this module) or hashed word n-grams
+(:mod:`.hashed_ngrams`); both arrive as :class:`DocCounts`, a sparse per-document count table, so the
+divergences and the bootstrap are shared.
+
+Conventions (all logarithms are **natural**, values in nats):
+
+* ``kl_divergence(p, q, eps)`` = KL(P || Q) = sum_i P_i ln(P_i / Q_i) with P = (p + eps) / sum(p + eps),
+  Q = (q + eps) / sum(q + eps): a pseudo-count ``eps`` is added to every bucket of *both* count vectors
+  before normalising. In the measures below P is the benchmark and Q the corpus.
+* ``js_divergence(p, q)`` = (KL(P || M) + KL(Q || M)) / 2 with M = (P + Q) / 2, in nats: symmetric,
+  0 for identical distributions and at most ln 2. No smoothing is needed (M > 0 wherever P or Q is);
+  an optional ``eps`` is applied as for KL.
+* The bootstrap resamples the corpus *documents* with replacement (seeded numpy ``default_rng``), recomputes
+  KL(benchmark || resampled corpus) ``n_boot`` times and reports the percentile interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DEFAULT_EPS = 1e-3
+DEFAULT_N_BOOT = 1000
+DEFAULT_CI = 0.95
+
+
+@dataclass(frozen=True)
+class DocCounts:
+    """Sparse per-document feature counts: ``count[k]`` occurrences of ``feature[k]`` in document ``doc[k]``."""
+
+    doc: np.ndarray  # int64, one entry per distinct (doc, feature) pair
+    feature: np.ndarray  # int64 in [0, dim)
+    count: np.ndarray  # int64 > 0
+    n_docs: int
+    dim: int
+
+    @classmethod
+    def from_occurrences(cls, doc: np.ndarray, feature: np.ndarray, n_docs: int, dim: int) -> DocCounts:
+        """Aggregate one (doc, feature) entry per occurrence into distinct pairs with counts."""
+        key = np.asarray(doc, dtype=np.int64) * dim + np.asarray(feature, dtype=np.int64)
+        uniq, cnt = np.unique(key, return_counts=True)
+        return cls(uniq // dim, uniq % dim, cnt.astype(np.int64), int(n_docs), int(dim))
+
+    def totals(self, doc_weights: np.ndarray | None = None) -> np.ndarray:
+        """Pooled counts over documents, each document counted ``doc_weights[d]`` times (default once)."""
+        w = self.count if doc_weights is None else self.count * doc_weights[self.doc]
+        return np.bincount(self.feature, weights=w, minlength=self.dim)
+
+    def per_doc(self, values: np.ndarray) -> np.ndarray:
+        """sum over each document's features of count * values[feature] (e.g. a log-ratio per bucket)."""
+        return np.bincount(self.doc, weights=self.count * values[self.feature], minlength=self.n_docs)
+
+    def n_features(self) -> np.ndarray:
+        """Number of feature occurrences in each document."""
+        return np.bincount(self.doc, weights=self.count, minlength=self.n_docs).astype(np.int64)
+
+
+def token_doc_counts(token_ids: Sequence[np.ndarray], vocab_size: int) -> DocCounts:
+    """Unigram counts per document from token-id arrays (one per document), checked against ``vocab_size``."""
+    arrays = [np.asarray(ids).reshape(-1) for ids in token_ids]
+    for i, ids in enumerate(arrays):
+        if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= vocab_size):
+            raise ValueError(f"token_ids[{i}]: ids must be integers in [0, {vocab_size}), "
+                             f"got dtype {ids.dtype} range [{ids.min()}, {ids.max()}]")
+    lens = np.fromiter((a.size for a in arrays), dtype=np.int64, count=len(arrays))
+    flat = np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
+    return DocCounts.from_occurrences(np.repeat(np.arange(len(arrays)), lens), flat, len(arrays), vocab_size)
+
+
+def encode_texts(texts: Sequence[str], tokenizer: Any) -> list[np.ndarray]:
+    """Token ids of each text with a Hugging Face tokenizer (no special tokens added)."""
+    return [np.asarray(ids, dtype=np.int64) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def _check_counts(p: np.ndarray, q: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    if p.shape != q.shape or p.ndim != 1:
+        raise ValueError(f"count vectors must be 1-d of equal length, got {p.shape} and {q.shape}")
+    if eps < 0 or (p < 0).any() or (q < 0).any():
+        raise ValueError("counts and eps must be non-negative")
+    return p + eps, q + eps
+
+
+def _normalise(c: np.ndarray, name: str) -> np.ndarray:
+    s = c.sum()
+    if s <= 0:
+        raise ValueError(f"{name} counts sum to zero (no features and eps=0)")
+    return c / s
+
+
+def smoothed_distribution(counts: np.ndarray, eps: float = DEFAULT_EPS, name: str = "counts") -> np.ndarray:
+    """(counts + eps) / sum(counts + eps): the eps-smoothed distribution used by every measure here."""
+    return _normalise(np.asarray(counts, dtype=np.float64) + eps, name)
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    """KL(p || q) in nats for normalised vectors, with 0 ln 0 = 0; inf where p > 0 = q."""
+    nz = p > 0
+    with np.errstate(divide="ignore"):
+        return float(np.sum(p[nz] * (np.log(p[nz]) - np.log(q[nz]))))
+
+
+def kl_divergence(p_counts: np.ndarray, q_counts: np.ndarray, eps: float = DEFAULT_EPS) -> float:
+    """KL(P || Q) in nats after adding ``eps`` to every bucket of both count vectors and normalising."""
+    p, q = _check_counts(p_counts, q_counts, eps)
+    return _kl(_normalise(p, "p"), _normalise(q, "q"))
+
+
+def js_divergence(p_counts: np.ndarray, q_counts: np.ndarray, eps: float = 0.0) -> float:
+    """Jensen-Shannon divergence in nats (natural log): symmetric, in [0, ln 2]."""
+    p, q = _check_counts(p_counts, q_counts, eps)
+    p, q = _normalise(p, "p"), _normalise(q, "q")
+    m = (p + q) / 2
+    return 0.5 * _kl(p, m) + 0.5 * _kl(q, m)
+
+
+def bootstrap_kl(bench_counts: np.ndarray, corpus: DocCounts, eps: float = DEFAULT_EPS,
+                 n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> np.ndarray:
+    """KL(bench || corpus*) for ``n_boot`` corpora resampled by document with replacement (seeded)."""
+    if corpus.n_docs == 0:
+        raise ValueError("bootstrap needs at least one corpus document")
+    rng = np.random.default_rng(seed)
+    p = smoothed_distribution(bench_counts, eps, "benchmark")
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        w = np.bincount(rng.integers(0, corpus.n_docs, corpus.n_docs), minlength=corpus.n_docs)
+        out[b] = _kl(p, smoothed_distribution(corpus.totals(w), eps, "resampled corpus"))
+    return out
+
+
+def divergence_measures(bench: DocCounts, corpus: DocCounts, eps: float = DEFAULT_EPS,
+                        n_boot: int = DEFAULT_N_BOOT, seed: int = 0, ci: float = DEFAULT_CI) -> dict[str, Any]:
+    """KL(bench || corpus) with a percentile bootstrap CI over corpus resamples, and JS, plus parameters.
+
+    ``kl`` is the full-sample point estimate, ``kl_boot_mean`` the mean over resamples; with ``n_boot=0``
+    the CI fields are NaN.
+    """
+    if bench.dim != corpus.dim:
+        raise ValueError(f"benchmark and corpus feature spaces differ: {bench.dim} vs {corpus.dim}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    p, q = bench.totals(), corpus.totals()
+    boots = bootstrap_kl(p, corpus, eps, n_boot, seed) if n_boot > 0 else np.full(1, np.nan)
+    lo, hi = np.quantile(boots, [(1 - ci) / 2, (1 + ci) / 2]) if n_boot > 0 else (np.nan, np.nan)
+    return {
+        "kl": kl_divergence(p, q, eps), "kl_ci_low": float(lo), "kl_ci_high": float(hi),
+        "kl_boot_mean": float(boots.mean()), "js": js_divergence(p, q),
+        "eps": eps, "n_boot": n_boot, "seed": seed, "ci": ci, "log_base": "e", "dim": bench.dim,
+        "n_bench_docs": bench.n_docs, "n_corpus_docs": corpus.n_docs,
+        "n_bench_features": int(p.sum()), "n_corpus_features": int(q.sum()),
+    }
+
+
+def unigram_measures(bench_token_ids: Sequence[np.ndarray], corpus_token_ids: Sequence[np.ndarray],
+                     vocab_size: int, eps: float = DEFAULT_EPS, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+                     ci: float = DEFAULT_CI) -> dict[str, Any]:
+    """Unigram KL(benchmark || corpus) with bootstrap CI and JS over a model tokenizer's vocabulary."""
+    return divergence_measures(token_doc_counts(bench_token_ids, vocab_size),
+                               token_doc_counts(corpus_token_ids, vocab_size), eps, n_boot, seed, ci)

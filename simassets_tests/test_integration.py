@@ -1,0 +1,72 @@
+"""End to end: the whole graph on a tiny catalog with a tiny random model, through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pytest
+
+from simassets import cli
+
+VIEWS = ["corpus_documents", "benchmark_examples", "corpus_embeddings", "benchmark_embeddings", "example_similarity",
+         "dataset_similarity", "benchmark_scores", "example_results", "correlations", "measures"]
+
+
+def _sql(capsys, query: str) -> list[dict]:
+    assert cli.main(["sql", query, "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_whole_graph_materializes_and_reruns_skip(tiny_study, capsys):
+    assert cli.main(["run", "--profile", "quick"]) == 0
+    out = capsys.readouterr().out
+    assert "0 failed" in out
+
+    counts = {v: _sql(capsys, f"select count(*) as n from {v}")[0]["n"] for v in VIEWS}
+    assert counts["corpus_documents"] == 40  # 2 corpora x 20 docs
+    assert counts["benchmark_examples"] == 30  # 3 benchmarks x 10 examples
+    assert counts["benchmark_scores"] == 3
+    assert counts["example_results"] == 30
+    assert counts["dataset_similarity"] == 2 * 3 * 3  # corpus x benchmark x (max, top-k, centroid)
+    assert counts["example_similarity"] == 2 * 30 * 2
+    assert all(n > 0 for n in counts.values()), counts
+
+    # similarity and accuracy describe the same examples
+    orphans = _sql(capsys, """select count(*) n from example_similarity s anti join example_results r
+                              using (benchmark, example_id)""")[0]["n"]
+    assert orphans == 0
+    scores = _sql(capsys, "select * from benchmark_scores order by benchmark")
+    for row in scores:
+        assert 0.0 <= row["acc"] <= 1.0 and row["n"] == 10
+        r = row["random_baseline"]
+        primary = row["acc_norm"] if row["primary_metric"] == "acc_norm" else row["acc"]
+        assert row["normalized_score"] == pytest.approx(100 * (primary - r) / (1 - r))
+    corr = _sql(capsys, "select * from correlations where method = 'spearman'")
+    assert {c["corpus"] for c in corr} == {"c4_en", "pubmed_abstracts"}
+    assert all(c["n"] == 3 for c in corr)
+
+    # a second run recomputes nothing
+    assert cli.main(["run", "--profile", "quick"]) == 0
+    out = capsys.readouterr().out
+    assert ": 0 computed," in out, out
+    steps = [line for line in out.splitlines() if line.startswith("[")]
+    assert steps and all("skipped" in line for line in steps), out
+
+
+@pytest.mark.slow
+def test_read_only_session_does_not_block_a_run(tiny_study, capsys):
+    assert cli.main(["run", "--profile", "quick"]) == 0
+    capsys.readouterr()
+    db = tiny_study / "simassets.duckdb"
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        before = con.execute("select count(*) from benchmark_scores").fetchone()[0]
+        # the full profile must write new partitions while the session is open
+        assert cli.main(["run", "--profile", "full"]) == 0
+        assert "0 failed" in capsys.readouterr().out
+        after = con.execute("select count(*) from benchmark_scores").fetchone()[0]
+        assert after == before + 3  # the full profile's rows are visible through the open session's views
+    finally:
+        con.close()

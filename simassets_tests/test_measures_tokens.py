@@ -1,0 +1,148 @@
+"""Token-distribution and hashed-n-gram measures: hand-computed divergences, bootstrap, stable hashing."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from simassets.core.measures import hashed_ngrams as hn
+from simassets.core.measures import tokens as tokens_module
+from simassets.core.measures.tokens import (
+    bootstrap_kl, js_divergence, kl_divergence, token_doc_counts, unigram_measures,
+)
+from simassets.core.paths import data_root
+
+# "Hello, world!" -> hello , world ! | hello , / , world / world ! ; bucket ids of xxh64+splitmix64 mod 10,000
+HELLO_FEATURES = ["hello", ",", "world", "!", "hello ,", ", world", "world !"]
+HELLO_BUCKETS = [4659, 1893, 1471, 3096, 854, 5569, 9107]
+
+
+def test_kl_hand_computed():
+    # KL([.5,.5] || [.25,.75]) = .5 ln 2 + .5 ln(2/3) = .5 ln(4/3)
+    assert kl_divergence(np.array([2, 2]), np.array([1, 3]), eps=0) == pytest.approx(0.5 * math.log(4 / 3))
+    # eps is added to every bucket of both: [1,0]+1 -> [2/3,1/3], [0,1]+1 -> [1/3,2/3]; KL = ln(2)/3
+    assert kl_divergence(np.array([1, 0]), np.array([0, 1]), eps=1.0) == pytest.approx(math.log(2) / 3)
+    assert kl_divergence(np.array([1, 0]), np.array([0, 1]), eps=0) == math.inf
+    assert kl_divergence(np.array([3, 5, 0]), np.array([3, 5, 0]), eps=1e-3) == pytest.approx(0, abs=1e-12)
+
+
+def test_js_hand_computed_symmetric_bounded():
+    p, q = np.array([2, 2]), np.array([1, 3])
+    m = [0.375, 0.625]
+    hand = 0.5 * (0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1])) + \
+        0.5 * (0.25 * math.log(0.25 / m[0]) + 0.75 * math.log(0.75 / m[1]))
+    assert js_divergence(p, q) == pytest.approx(hand)
+    assert js_divergence(q, p) == pytest.approx(js_divergence(p, q))
+    assert js_divergence(np.array([1, 0]), np.array([0, 1])) == pytest.approx(math.log(2))  # disjoint: ln 2
+    assert js_divergence(np.array([4, 1, 7]), np.array([4, 1, 7])) == pytest.approx(0, abs=1e-12)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        a, b = rng.integers(0, 5, 8), rng.integers(0, 5, 8)
+        if a.sum() and b.sum():
+            assert 0 <= js_divergence(a, b) <= math.log(2) + 1e-12
+
+
+def test_bad_counts_raise():
+    with pytest.raises(ValueError, match="equal length"):
+        kl_divergence(np.array([1, 2]), np.array([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"token_ids\[1\]"):
+        token_doc_counts([np.array([0, 1]), np.array([5])], vocab_size=5)
+
+
+def _docs(rng, probs, n_docs, length):
+    return [rng.choice(len(probs), size=length, p=probs) for _ in range(n_docs)]
+
+
+def test_unigram_measures_bootstrap_ci():
+    rng = np.random.default_rng(0)
+    corpus = _docs(rng, np.full(10, 0.1), 300, 50)
+    bench = _docs(rng, np.array([0.3, 0.2] + [0.0625] * 8), 40, 50)
+    out = unigram_measures(bench, corpus, vocab_size=12, eps=1e-3, n_boot=200, seed=7)
+    counts_b = np.bincount(np.concatenate(bench), minlength=12)
+    counts_c = np.bincount(np.concatenate(corpus), minlength=12)
+    assert out["kl"] == pytest.approx(kl_divergence(counts_b, counts_c, 1e-3))
+    assert out["js"] == pytest.approx(js_divergence(counts_b, counts_c))
+    assert out["kl_ci_low"] < out["kl"] < out["kl_ci_high"]
+    assert out["kl_ci_high"] - out["kl_ci_low"] < 0.1
+    assert (out["eps"], out["n_boot"], out["seed"], out["dim"]) == (1e-3, 200, 7, 12)
+    again = unigram_measures(bench, corpus, vocab_size=12, eps=1e-3, n_boot=200, seed=7)
+    assert (again["kl_ci_low"], again["kl_ci_high"]) == (out["kl_ci_low"], out["kl_ci_high"])
+    c = token_doc_counts(corpus, 12)
+    assert np.array_equal(bootstrap_kl(counts_b, c, n_boot=5, seed=3), bootstrap_kl(counts_b, c, n_boot=5, seed=3))
+    assert not np.array_equal(bootstrap_kl(counts_b, c, n_boot=5, seed=3), bootstrap_kl(counts_b, c, n_boot=5, seed=4))
+
+
+def test_unigram_kl_real_tokenizer_orders_corpora():
+    from simassets.core.measures.tokens import encode_texts
+    from simassets.core.testing import gpt2_tokenizer
+
+    root = data_root()
+    tok = gpt2_tokenizer()
+    read = lambda p, k, n: [json.loads(line)[k] for line in open(root / p, encoding="utf-8")][:n]  # noqa: E731
+    bench = encode_texts(read("benchmarks/gauntlet/pubmed_qa_labeled.jsonl", "context", 30), tok)
+    pubmed = encode_texts(read("corpora/pubmed_abstracts.jsonl", "text", 200), tok)
+    c4 = encode_texts(read("corpora/c4_en.jsonl", "text", 200), tok)
+    near = unigram_measures(bench, pubmed, len(tok), n_boot=0)
+    far = unigram_measures(bench, c4, len(tok), n_boot=0)
+    assert near["kl"] < far["kl"] and near["js"] < far["js"]
+    assert math.isnan(near["kl_ci_low"])
+
+
+def test_wordpunct_tokenizer_tricky_string():
+    s = "Don't PANIC!!! e-mail: a.b@c.com, 3.14 ... naïve cafe\u0301 x_y —ok"
+    expected = ["don", "'", "t", "panic", "!!!", "e", "-", "mail", ":", "a", ".", "b", "@", "c", ".", "com", ",",
+                "3", ".", "14", "...", "naïve", "cafe\u0301", "x_y", "—", "ok"]
+    assert hn.wordpunct_tokens(s) == expected
+    nltk_tok = pytest.importorskip("nltk.tokenize")
+    assert nltk_tok.WordPunctTokenizer().tokenize(s.lower()) == expected
+
+
+def test_hashed_features_hard_coded_and_never_builtin_hash(monkeypatch):
+    def no_hash(_obj):
+        raise AssertionError("Python's hash() must not be used")
+
+    for module in (hn, tokens_module):  # a module global shadows the builtin inside that module
+        monkeypatch.setattr(module, "hash", no_hash, raising=False)
+    assert hn.feature_strings("Hello, world!") == HELLO_FEATURES
+    assert [hn.feature_hash(f.split(" ")) % 10_000 for f in HELLO_FEATURES] == HELLO_BUCKETS
+    dc = hn.featurize(["Hello, world!", "", "world world"])
+    assert dc.n_docs == 3 and dc.dim == 10_000
+    assert sorted(dc.feature[dc.doc == 0].tolist()) == sorted(HELLO_BUCKETS)
+    assert dc.n_features().tolist() == [7, 0, 3]  # "world world": 2 unigrams (one bucket, count 2) + 1 bigram
+    assert sorted(dc.count[dc.doc == 2].tolist()) == [1, 2]
+
+
+def test_hashed_features_same_in_another_process():
+    code = ("from simassets.core.measures.hashed_ngrams import featurize; d = featurize(['Hello, world!']); "
+            "print(sorted(d.feature.tolist()))")
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == sorted(HELLO_BUCKETS)
+
+
+def test_ngram_hashes_respect_document_boundaries():
+    h, doc = hn.hash_token_lists([["a", "b"], ["c"], ["d", "e", "f"]])
+    bi, bi_doc, start = hn.ngram_hashes(h, doc, 2)
+    assert bi_doc.tolist() == [0, 2, 2] and start.tolist() == [0, 3, 4]
+    assert int(bi[0]) == hn.feature_hash(["a", "b"]) and int(bi[2]) == hn.feature_hash(["e", "f"])
+
+
+def test_importance_weight_sign_and_measures():
+    corpus = ["the cat sat on the mat and the dog sat on the rug"] * 20 + ["a dog and a cat on a mat"] * 10
+    bench = ["the dog sat on the mat", "quantum chromodynamics lattice gauge theory", ""]
+    out = hn.hashed_ngram_measures(bench, corpus, n_boot=0)
+    w, wf = out["log_weight"], out["log_weight_per_feature"]
+    assert w[0] > w[1] and wf[0] > wf[1]
+    assert wf[0] > 0 > wf[1]
+    assert out["n_features"].tolist() == [11, 9, 0]
+    assert w[2] == 0 and math.isnan(wf[2])
+    assert wf[0] == pytest.approx(w[0] / 11)
+    assert out["kl"] > 0 and 0 < out["js"] < math.log(2)
+    same = hn.hashed_ngram_measures(corpus, corpus, n_boot=0)
+    assert same["kl"] == pytest.approx(0, abs=1e-12) and same["js"] == pytest.approx(0, abs=1e-12)
