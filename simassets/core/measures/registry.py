@@ -126,3 +126,11 @@ for _n in (13, 8):
         formula=f"mean_x 1[x shares a {_n}-gram with the corpus]",
         params={"n": _n, "normalization": "lower-case; delete [^\\w\\s]+; split on whitespace"},
     ))
+register(MeasureSpec(
+    name="mauve", family="embedding", levels=("dataset",), direction=1,
+    description="MAUVE (Pillutla et al. 2021) between benchmark and corpus-sample embeddings: joint PCA + k-means quantisation, area under the divergence curve; ~0.004 (at_floor) means fully separated clusters.",
+    formula="AUC of (exp(-c KL(Q||R_l)), exp(-c KL(P||R_l))), R_l = l P + (1-l) Q, c=5",
+    params={"embedding_model": "all-MiniLM-L6-v2", "num_buckets": "auto=max(2, round(min(n_bench, n_corpus)/10))",
+            "pca_explained_variance": 0.9, "kmeans_num_redo": 5, "kmeans_max_iter": 500, "seed": 25,
+            "scaling": 5.0, "discretization": 25},
+))
