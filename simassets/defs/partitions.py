@@ -24,3 +24,6 @@ def keys_of(partitions_def: dg.PartitionsDefinition, partition_key: str) -> dict
         return dict(partitions_def.get_partition_key_from_str(partition_key).keys_by_dimension)
     assert isinstance(partitions_def, dg.DynamicPartitionsDefinition) and partitions_def.name
     return {partitions_def.name: partition_key}
+model_corpus_partitions = dg.MultiPartitionsDefinition(
+    {"model": model_partitions, "corpus": corpus_partitions}
+)

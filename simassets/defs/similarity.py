@@ -12,8 +12,9 @@ from simassets.defs.embeddings import benchmark_embeddings, corpus_embeddings
 from simassets.defs.partitions import corpus_benchmark_partitions, keys_of
 from simassets.defs.resources import StudyResource
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 COSINE_RANGE = (-1.0, 1.0)
+RANGES = {"max_cosine": COSINE_RANGE, "topk_cosine": COSINE_RANGE, "centroid_cosine": COSINE_RANGE, "mauve": (0.0, 1.0)}
 
 
 def _matrix(df: pd.DataFrame) -> np.ndarray:
@@ -42,6 +43,7 @@ def embedding_similarity_freshness(study: StudyResource, partition_key: str) -> 
 def embedding_similarity(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
     """Embedding similarity of a benchmark to a corpus sample: per example the max and mean top-k cosine to the corpus documents; per dataset their means and the centroid cosine."""
     from simassets.core.measures.embedding import centroid_cosine, nearest_neighbours
+    from simassets.core.measures.mauve import mauve
 
     fresh = embedding_similarity_freshness(study, context.partition_key)
     out_keys, fp = fresh.keys, fresh.fingerprint
@@ -51,8 +53,7 @@ def embedding_similarity(context: dg.AssetExecutionContext, study: StudyResource
         stored = wh.read_partition("example_similarity", profile, out_keys)
         res = skipped(context, wh, "dataset_similarity", profile, out_keys, fp)
         return dg.MaterializeResult(metadata=res.metadata, data_version=res.data_version, check_results=[
-            finite_in_range_check("embedding_similarity", stored[["measure", "value"]],
-                                  {"max_cosine": COSINE_RANGE, "topk_cosine": COSINE_RANGE})])
+            finite_in_range_check("embedding_similarity", stored[["measure", "value"]], RANGES)])
     cemb = wh.read_partition("corpus_embeddings", profile, {"corpus": corpus})
     bemb = wh.read_partition("benchmark_embeddings", profile, {"benchmark": bench})
     nb = nearest_neighbours(_matrix(bemb), _matrix(cemb), prof.embedding_top_k)
@@ -68,19 +69,25 @@ def embedding_similarity(context: dg.AssetExecutionContext, study: StudyResource
         "evidence": list(doc_ids[nb.nearest_index]) + [None] * n,
         "params": params,
     })
+    mv = mauve(_matrix(bemb), _matrix(cemb))
+    floor_warning = (f"MAUVE at its floor ({mv.floor:.4f}): benchmark and corpus fall in fully separated clusters"
+                     if mv.at_floor else None)
     dataset = pd.DataFrame({
         "corpus": corpus, "benchmark": bench, "model": "",
-        "measure": ["max_cosine", "topk_cosine", "centroid_cosine"],
+        "measure": ["max_cosine", "topk_cosine", "centroid_cosine", "mauve"],
         "value": [float(nb.max_cosine.mean()), float(nb.topk_cosine.mean()),
-                  float(centroid_cosine(_matrix(bemb), _matrix(cemb)))],
-        "ci_low": None, "ci_high": None, "n": n, "warning": None, "params": params,
+                  float(centroid_cosine(_matrix(bemb), _matrix(cemb))), float(mv.score)],
+        "ci_low": None, "ci_high": None, "n": n, "warning": [None, None, None, floor_warning],
+        "params": [params] * 3 + [canonical_json({**mv.params, "num_clusters": int(mv.num_clusters),
+                                                   "embedding_model": model_key})],
     })
     wh.write_partition("example_similarity", profile, out_keys, examples, fp)
     wh.write_partition("dataset_similarity", profile, out_keys, dataset, fp)
     return dg.MaterializeResult(
-        metadata={"examples": n, "corpus_docs": len(cemb), "k": int(nb.k),
+        metadata={"examples": n, "corpus_docs": len(cemb), "k": int(nb.k), "mauve": float(mv.score),
+                  "mauve_clusters": int(mv.num_clusters), "mauve_at_floor": bool(mv.at_floor),
                   "dataset_measures": table_md(dataset[["measure", "value"]]), "fingerprint": fp[:16]},
         data_version=dg.DataVersion(fp),
-        check_results=[finite_in_range_check("embedding_similarity", examples[["measure", "value"]],
-                                             {"max_cosine": COSINE_RANGE, "topk_cosine": COSINE_RANGE})],
+        check_results=[finite_in_range_check("embedding_similarity", pd.concat([examples[["measure", "value"]],
+                                                                                  dataset[["measure", "value"]]]), RANGES)],
     )
