@@ -16,7 +16,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from simassets.core.warehouse import Warehouse
     from simassets.defs.resources import StudyResource
 
-    catalog, registry = load_catalog(), load_registry()
+    from simassets.core.catalog import CatalogError
+    from simassets.core.models import ModelRegistryError
+
+    try:
+        catalog, registry = load_catalog(), load_registry()
+    except (CatalogError, ModelRegistryError) as exc:  # named file, entry and field; nothing was touched
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     models = [m.id for m in models_for_profile(registry, args.profile)]
     if args.model:
         unknown = [m for m in args.model if m not in registry]
@@ -26,14 +33,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         models = list(args.model)
     wh = Warehouse()
     instance = runner.get_instance()
-    changes = runner.sync_partitions(instance, catalog, registry)
+    changes = runner.sync_partitions(instance, catalog, registry, wh)
     if changes:
         print("partitions synced:", "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.items()))
     steps = runner.plan(catalog, args.profile, models)
     print(f"simassets run --profile {args.profile}: {len(catalog.corpora_for(args.profile))} corpora, "
           f"{len(catalog.benchmarks_for(args.profile))} benchmarks, models {models}; {len(steps)} steps; "
           f"warehouse {wh.home}")
-    report = runner.execute(steps, instance, {"study": StudyResource(profile=args.profile)})
+    study = StudyResource(profile=args.profile)
+    report = (runner.execute_parallel(steps, study, args.workers) if args.workers > 1
+              else runner.execute(steps, instance, {"study": study}))
     print(wh.ensure_views())
     print(f"\ndone in {report.seconds:.0f}s: {len(report.computed)} computed, {len(report.skipped)} skipped "
           f"(unchanged), {len(report.failed)} failed")
@@ -57,7 +66,8 @@ def _print_summary(wh, profile: str) -> None:
         "select model, corpus, measure, method, n, round(r, 3) r, round(p, 4) p, round(p_adj, 4) p_adj "
         "from correlations where profile = ? and study = 'all' order by p nulls last limit 8", [profile])
     if not corr.empty:
-        n_sig = wh.query("select count(*) c from correlations where profile = ? and p_adj < 0.05", [profile])["c"].iloc[0]
+        n_sig = wh.query("select count(*) c from correlations where profile = ? and study = 'all' and p_adj < 0.05",
+                         [profile])["c"].iloc[0]
         print("\nStrongest similarity-vs-normalised-score correlations across benchmarks "
               f"({n_sig} significant after Benjamini-Yekutieli at 0.05):")
         print(tabulate(corr, headers="keys", tablefmt="simple", showindex=False))
@@ -127,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize the whole asset graph headless (partitions included)")
     run.add_argument("--profile", choices=("quick", "full"), default="quick")
     run.add_argument("--model", action="append", help="only these registered models (repeatable)")
+    run.add_argument("--workers", type=int, default=int(os.environ.get("SIMASSETS_WORKERS", "1")),
+                     help="worker processes (default 1, or $SIMASSETS_WORKERS); torch threads are split between them")
     run.set_defaults(func=_cmd_run)
 
     sql = sub.add_parser("sql", help="run a read-only SQL query against data/simassets.duckdb")
@@ -157,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         from simassets import correlate_cmd
 
         correlate_cmd.add_parser(sub).set_defaults(func=correlate_cmd.run)
+        from simassets import report_cmd
+
+        report_cmd.add_parser(sub).set_defaults(func=report_cmd.run)
     except ImportError:  # pragma: no cover - the correlate command ships with the stats engine
         pass
     return p

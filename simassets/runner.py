@@ -23,8 +23,10 @@ def ensure_instance_dir(home: Path | None = None) -> Path:
     d = (home or paths.home()) / "dagster_home"
     d.mkdir(parents=True, exist_ok=True)
     cfg = d / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text("telemetry:\n  enabled: false\n")
+    if not cfg.exists():  # tmp + rename: a concurrent `simassets run` never reads a half-written file
+        tmp = d / f".dagster.yaml.{os.getpid()}.tmp"
+        tmp.write_text("telemetry:\n  enabled: false\n")
+        os.replace(tmp, cfg)
     return d
 
 
@@ -40,10 +42,12 @@ def all_assets() -> list:
     from simassets.defs.embeddings import benchmark_embeddings, corpus_embeddings
     from simassets.defs.evaluation import benchmark_evaluation
     from simassets.defs.similarity import embedding_similarity
-    from simassets.defs.studies import correlations, measure_registry
+    from simassets.defs.studies import correlations, measure_agreement, measure_registry, per_example_analysis
+    from simassets.defs.model_similarity import corpus_perplexity, model_similarity
+    from simassets.defs.text_similarity import text_similarity
 
     return [corpus_documents, corpus_embeddings, benchmark_examples, benchmark_embeddings, embedding_similarity,
-            benchmark_evaluation, measure_registry, correlations]
+            text_similarity, benchmark_evaluation, model_similarity, corpus_perplexity, measure_registry, correlations, measure_agreement, per_example_analysis]
 
 
 def freshness_functions() -> dict[str, Callable]:
@@ -53,13 +57,19 @@ def freshness_functions() -> dict[str, Callable]:
     from simassets.defs.embeddings import benchmark_embeddings_freshness, corpus_embeddings_freshness
     from simassets.defs.evaluation import benchmark_evaluation_freshness
     from simassets.defs.similarity import embedding_similarity_freshness
-    from simassets.defs.studies import correlations_freshness, measure_registry_freshness
+    from simassets.defs.studies import (correlations_freshness, measure_agreement_freshness,
+                                        measure_registry_freshness, per_example_analysis_freshness)
+    from simassets.defs.model_similarity import corpus_perplexity_freshness, model_similarity_freshness
+    from simassets.defs.text_similarity import text_similarity_freshness
 
     return {
         "corpus_documents": corpus_documents_freshness, "corpus_embeddings": corpus_embeddings_freshness,
         "benchmark_examples": benchmark_examples_freshness, "benchmark_embeddings": benchmark_embeddings_freshness,
-        "embedding_similarity": embedding_similarity_freshness, "benchmark_evaluation": benchmark_evaluation_freshness,
+        "embedding_similarity": embedding_similarity_freshness, "text_similarity": text_similarity_freshness,
+        "benchmark_evaluation": benchmark_evaluation_freshness, "model_similarity": model_similarity_freshness,
+        "corpus_perplexity": corpus_perplexity_freshness,
         "measure_registry": measure_registry_freshness, "correlations": correlations_freshness,
+        "measure_agreement": measure_agreement_freshness, "per_example_analysis": per_example_analysis_freshness,
     }
 
 
@@ -76,23 +86,49 @@ def all_fresh(step: "Step", study) -> bool:
         return False
 
 
-def sync_partitions(instance: dg.DagsterInstance, catalog, models: Iterable[str]) -> dict[str, list[str]]:
-    """Make the dynamic partitions match the catalog and the registry; returns what changed."""
-    wanted = {"corpus": sorted(catalog.corpora), "benchmark": sorted(catalog.benchmarks), "model": sorted(models)}
-    changes: dict[str, list[str]] = {}
+def partition_changes(instance: dg.DagsterInstance, catalog, models: Iterable[str]) -> dict[str, tuple[list[str], list[str]]]:
+    """Dynamic partitions name -> (keys to add, keys to remove) so they match the catalog and the registry."""
+    from simassets.core.studies import load_studies
+
+    wanted = {"corpus": sorted(catalog.corpora), "benchmark": sorted(catalog.benchmarks), "model": sorted(models),
+              "study": sorted(load_studies(catalog))}
+    changes = {}
     for name, keys in wanted.items():
         have = set(instance.get_dynamic_partitions(name))
-        add = [k for k in keys if k not in have]
-        remove = sorted(have - set(keys))
-        if add:
-            instance.add_dynamic_partitions(name, add)
-        for k in remove:
-            instance.delete_dynamic_partition(name, k)
+        add, remove = [k for k in keys if k not in have], sorted(have - set(keys))
         if add or remove:
-            changes[name] = [f"+{k}" for k in add] + [f"-{k}" for k in remove]
+            changes[name] = (add, remove)
     return changes
 
 
+def sync_partitions(instance: dg.DagsterInstance, catalog, models: Iterable[str],
+                    warehouse=None) -> dict[str, list[str]]:
+    """Make the dynamic partitions match the catalog and the registry; returns what changed.
+
+    With a ``warehouse``, the stored rows of removed corpora, benchmarks and models are deleted too.
+    Safe against a concurrent sync (another ``simassets run`` or the sensor adding the same keys).
+    """
+    models = list(models)
+    for attempt in range(5):
+        try:
+            changes = partition_changes(instance, catalog, models)
+            for name, (add, remove) in changes.items():
+                if add:
+                    instance.add_dynamic_partitions(name, add)
+                for k in remove:
+                    instance.delete_dynamic_partition(name, k)
+                    if warehouse is not None:
+                        warehouse.delete_partitions_where(name, k)
+            return {name: [f"+{k}" for k in add] + [f"-{k}" for k in remove] for name, (add, remove) in changes.items()}
+        except Exception as exc:  # a concurrent sync inserted the same key first (unique index): re-read
+            if attempt == 4 or "UNIQUE" not in str(exc).upper():
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return {}
+
+
+CORPUS_BENCHMARK_ASSETS = ("embedding_similarity", "text_similarity")
+MODEL_BENCHMARK_ASSETS = ("benchmark_evaluation", "model_similarity")
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -117,12 +153,26 @@ def plan(catalog, profile: str, model_ids: Sequence[str]) -> list[Step]:
     benches = [b.name for b in catalog.benchmarks_for(profile)]
     steps = [Step(("corpus_documents", "corpus_embeddings"), c, c) for c in corpora]
     steps += [Step(("benchmark_examples", "benchmark_embeddings"), b, b) for b in benches]
-    steps += [Step(("embedding_similarity",), dg.MultiPartitionKey({"corpus": c, "benchmark": b}), f"{c} x {b}")
+    steps += [Step(CORPUS_BENCHMARK_ASSETS, dg.MultiPartitionKey({"corpus": c, "benchmark": b}), f"{c} x {b}")
               for c in corpora for b in benches]
-    steps += [Step(("benchmark_evaluation",), dg.MultiPartitionKey({"model": m, "benchmark": b}), f"{m} x {b}")
+    steps += [Step(MODEL_BENCHMARK_ASSETS, dg.MultiPartitionKey({"model": m, "benchmark": b}), f"{m} x {b}")
               for m in model_ids for b in benches]
-    steps.append(Step(("measure_registry", "correlations"), None, "study"))
+    steps += [Step(("corpus_perplexity",), dg.MultiPartitionKey({"model": m, "corpus": c}), f"{m} x {c}")
+              for m in model_ids for c in corpora]
+    from simassets.core.studies import load_studies
+    from simassets.defs.studies import STUDY_ASSETS
+
+    steps.append(Step(("measure_registry",), None, "measures"))
+    steps += [Step(STUDY_ASSETS, s, f"study {s}") for s in load_studies(catalog)]
     return steps
+
+
+def error_text(error) -> str:
+    """The message of a step failure's own error (Dagster wraps user errors in its own)."""
+    while (error.cls_name or "").startswith("Dagster") and getattr(error, "cause", None) is not None:
+        error = error.cause
+    lines = [line for line in error.message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else error.cls_name or "failed"
 
 
 def _materializations(result: dg.ExecuteInProcessResult) -> list[dg.AssetMaterialization]:
@@ -150,7 +200,7 @@ def execute(steps: Sequence[Step], instance: dg.DagsterInstance, resources: dict
             ok, error = result.success, ""
             if not ok:
                 failures = [e for e in result.all_events if e.is_step_failure]
-                error = failures[0].event_specific_data.error.message.strip().splitlines()[-1] if failures else "failed"  # type: ignore[union-attr]
+                error = error_text(failures[0].event_specific_data.error) if failures else "failed"  # type: ignore[union-attr]
         except Exception as exc:  # a definition/config error: report and go on
             ok, error, result = False, f"{type(exc).__name__}: {exc}", None
         took = time.perf_counter() - t0
@@ -164,5 +214,70 @@ def execute(steps: Sequence[Step], instance: dg.DagsterInstance, resources: dict
         was_skipped = bool(mats) and all(m.metadata.get("skipped") is not None for m in mats)
         (report.skipped if was_skipped else report.computed).append(label)
         progress(f"[{i}/{len(steps)}] {'skipped ' if was_skipped else 'computed'} {label} ({took:.1f}s)")
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def step_levels(steps: Sequence[Step]) -> list[list[Step]]:
+    """The steps in waves: every step's upstream assets are produced by steps of earlier waves."""
+    deps = {a.key.to_user_string(): {k.to_user_string() for k in a.dependency_keys} for a in all_assets()}
+    level_of: dict[str, int] = {}
+    waves: list[list[Step]] = []
+    for step in steps:
+        upstream = {d for a in step.assets for d in deps.get(a, ()) if d not in step.assets}
+        level = max((level_of[d] + 1 for d in upstream if d in level_of), default=0)
+        for a in step.assets:
+            level_of[a] = max(level_of.get(a, -1), level)
+        waves.extend([] for _ in range(level + 1 - len(waves)))
+        waves[level].append(step)
+    return waves
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(study_config: dict, threads: int) -> None:
+    """Per worker process: thread budget, instance and resources once (models then load once per process)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    from simassets.defs.resources import StudyResource
+
+    home = Path(study_config["home"]).resolve() if study_config.get("home") else None
+    _WORKER.update(instance=get_instance(home), resources={"study": StudyResource(**study_config)})
+
+
+def _worker_step(step: Step) -> tuple[RunReport, list[str]]:
+    lines: list[str] = []
+    return execute([step], _WORKER["instance"], _WORKER["resources"], progress=lines.append), lines
+
+
+def execute_parallel(steps: Sequence[Step], study, workers: int,
+                     progress: Callable[[str], None] = print) -> RunReport:
+    """Materialize the steps with ``workers`` processes, wave by wave (see :func:`step_levels`).
+
+    Each worker process writes its own runs to the shared Dagster instance and its own Parquet
+    partitions (atomic renames), so the result is the same as :func:`execute`; torch threads are
+    split between the workers.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    config = {k: getattr(study, k) for k in ("profile", "home", "data_root", "catalog_dir", "on_bad_row")}
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    report, start, done = RunReport(), time.perf_counter(), 0
+    plain = [Step(s.assets, None if s.partition_key is None else str(s.partition_key), s.label) for s in steps]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init, initargs=(config, threads)) as pool:
+        for wave in step_levels(plain):
+            for fut in as_completed([pool.submit(_worker_step, s) for s in wave]):
+                part, lines = fut.result()
+                done += 1
+                report.computed += part.computed
+                report.skipped += part.skipped
+                report.failed += part.failed
+                for line in lines:
+                    progress(f"[{done}/{len(plain)}]" + line.split("]", 1)[1])
     report.seconds = time.perf_counter() - start
     return report

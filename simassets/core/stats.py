@@ -115,6 +115,13 @@ def numeric_columns(df: pd.DataFrame, columns: Sequence[str], source: str = "tab
 def _rowwise_r(x: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
     """Correlation of each row of ``x`` with the same row of ``y`` (2-D, equal shapes); rows with
     a constant side give NaN."""
+    if method == "kendall" and x.shape[1] <= 200:
+        # tau-b = sum sx*sy / sqrt(sum sx^2 * sum sy^2) over pairs i<j, vectorised over rows
+        # (identical to scipy's tau-b, ~10x faster for the bootstrap/permutation matrices)
+        i, j = np.triu_indices(x.shape[1], 1)
+        sx, sy = np.sign(x[:, j] - x[:, i]), np.sign(y[:, j] - y[:, i])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (sx * sy).sum(axis=1) / np.sqrt((sx * sx).sum(axis=1) * (sy * sy).sum(axis=1))
     if method == "kendall":
         return np.array([sps.kendalltau(a, b).statistic if np.ptp(a) and np.ptp(b) else _NAN
                          for a, b in zip(x, y)])

@@ -134,3 +134,19 @@ register(MeasureSpec(
             "pca_explained_variance": 0.9, "kmeans_num_redo": 5, "kmeans_max_iter": 500, "seed": 25,
             "scaling": 5.0, "discretization": 25},
 ))
+# ------------------------------------------------------------------ model family
+register(MeasureSpec(
+    name="input_perplexity", family="model", levels=("example", "dataset"), direction=-1, needs_model=True,
+    description="Perplexity of the rendered benchmark input under the model (a forward pass); the dataset value is token-weighted.",
+    formula="exp(sum_i nll_i / sum_i n_i) over input tokens", params={"max_length": 2048, "bos": "prepended when the tokenizer has one"},
+))
+register(MeasureSpec(
+    name="target_perplexity", family="model", levels=("example", "dataset"), direction=-1, needs_model=True,
+    description="Perplexity of the gold continuation given the input, from the evaluation's own log-likelihoods (no extra forward pass); token-weighted at dataset level.",
+    formula="exp(-sum_i loglik_gold_i / sum_i n_gold_i)", params={"source": "example_results.gold_loglik"},
+))
+register(MeasureSpec(
+    name="corpus_perplexity", family="model", levels=("dataset",), direction=-1, needs_model=True,
+    description="How in-distribution a corpus sample is for a model: token-weighted perplexity of (a seeded prefix of) its documents, each truncated.",
+    formula="exp(sum_d nll_d / sum_d n_d)", params={"quick": "50 docs x 256 tokens", "full": "200 docs x 1024 tokens"},
+))

@@ -1,0 +1,219 @@
+"""A study's figures (matplotlib, Agg backend, PNG) and their embedding as markdown images.
+
+* ``scatter_<score>_<measure>.png`` -- one panel per corpus: the score of each benchmark against the
+  measure, one colour per model, a least-squares line and Spearman's rho (p_adj, n) in the legend.
+* ``agreement[_<model>].png`` -- the oriented measure x measure Spearman matrix pooled over
+  (corpus, benchmark) pairs: +1 means two measures rank the pairs identically.
+* ``examples_<model>_<measure>.png`` -- per corpus, the similarity of correctly vs incorrectly
+  answered examples (standardised within each benchmark, oriented so right = more similar) and the
+  mean accuracy per similarity quartile across benchmarks.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simassets.core import stats
+from simassets.core.studies import NO_CORPUS, POOLED, StudyData
+
+DPI = 90
+MAX_LABELLED = 15  # label points with benchmark names up to this many benchmarks per panel
+
+
+def plots_dir(home: Path, profile: str, study: str) -> Path:
+    """Where a study's figures live: ``<home>/plots/<profile>/<study>``."""
+    return Path(home) / "plots" / profile / study
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)) or "_"
+
+
+def clear(out: Path, prefix: str) -> None:
+    """Delete a previous run's figures with this prefix (so none outlive their measure)."""
+    for old in out.glob(f"{prefix}*.png"):
+        old.unlink()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    """Write ``fig`` as a 256-colour palette PNG (about a third of the RGBA size: light UI metadata)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    _pyplot().close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    image.save(path, format="PNG", optimize=True)
+    return path
+
+
+def _direction_label(measure: str) -> str:
+    d, note = stats.resolve_directions([measure])[measure]
+    return f"{measure} ({'higher = more similar' if d > 0 else 'higher = less similar'}{'?' if note else ''})"
+
+
+def _panel_corpora(data: StudyData, present: Iterable[str]) -> list[str]:
+    """The study's corpora that have rows, then the corpus-free group (model-based measures) if it has."""
+    have = set(present)
+    return [c for c in (*data.corpora, NO_CORPUS) if c in have]
+
+
+def _title(corpus: str) -> str:
+    return corpus or "(no corpus: model-based)"
+
+
+def _panels(n: int, ncols_max: int = 5, size: tuple[float, float] = (3.6, 3.2), rows: int = 1):
+    plt = _pyplot()
+    ncols = max(1, min(n, ncols_max))
+    nrows = rows * int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+    return fig, axes
+
+
+def scatter_figures(data: StudyData, corr: pd.DataFrame, out: Path) -> list[Path]:
+    """One figure per (score, measure): score vs measure across benchmarks, a panel per corpus."""
+    ds = data.dataset
+    if ds.empty:
+        return []
+    method = "spearman" if "spearman" in set(corr["method"]) else str(corr["method"].iloc[0])
+    rho = corr[corr["method"] == method].set_index(["model", "corpus", "measure", "score"])
+    models = sorted(ds["model"].unique())
+    colours = dict(zip(models, _pyplot().get_cmap("tab10").colors))
+    paths = []
+    for score in data.spec.scores:
+        for measure, mdf in ds.groupby("measure", sort=True):
+            corpora = _panel_corpora(data, mdf["corpus"])
+            fig, axes = _panels(len(corpora), ncols_max=3, size=(4.2, 3.8))
+            for ax, corpus in zip(axes.flat, corpora):
+                for model in models:
+                    pts = mdf[(mdf["corpus"] == corpus) & (mdf["model"] == model)].dropna(subset=["value", score])
+                    if pts.empty:
+                        continue
+                    x, y = pts["value"].to_numpy(float), pts[score].to_numpy(float)
+                    key = (model, corpus, measure, score)
+                    label = model
+                    if key in rho.index:
+                        row = rho.loc[key]
+                        name = "ρ" if method == "spearman" else method
+                        label += (f": {name} undefined, n = {row['n']}" if pd.isna(row["r"]) else
+                                  f": {name} = {row['r']:+.2f} (p_adj {row['p_adj']:.2g}), n = {row['n']}")
+                    ax.scatter(x, y, s=18, color=colours[model], label=label, alpha=0.85)
+                    if len(np.unique(x)) > 1:
+                        slope, icpt = np.polyfit(x, y, 1)
+                        xs = np.linspace(x.min(), x.max(), 20)
+                        ax.plot(xs, slope * xs + icpt, color=colours[model], lw=1)
+                    if len(pts) <= MAX_LABELLED:
+                        for xi, yi, b in zip(x, y, pts["benchmark"]):
+                            ax.annotate(str(b), (xi, yi), fontsize=6, alpha=0.7, xytext=(2, 2), textcoords="offset points")
+                ax.set_title(_title(corpus), fontsize=9)
+                ax.set_xlabel(_direction_label(str(measure)), fontsize=7)
+                ax.set_ylabel(score, fontsize=8)
+                ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+            for ax in list(axes.flat)[len(corpora):]:
+                ax.axis("off")
+            fig.suptitle(f"study {data.spec.name}: {score} vs {measure} across benchmarks", fontsize=10)
+            fig.tight_layout()
+            paths.append(_save(fig, out / f"scatter_{safe_name(score)}_{safe_name(str(measure))}.png"))
+    return paths
+
+
+def agreement_figures(agree: pd.DataFrame, out: Path, study: str) -> list[Path]:
+    """A heatmap of the pooled (corpus '*') agreement matrix per model group."""
+    plt = _pyplot()
+    paths = []
+    for model, g in agree[agree["corpus"] == POOLED].groupby("model", sort=True):
+        r = g.pivot(index="measure_a", columns="measure_b", values="r")
+        n = g.pivot(index="measure_a", columns="measure_b", values="n")
+        k = len(r)
+        fig, ax = plt.subplots(figsize=(1.2 + 0.75 * k, 0.9 + 0.65 * k))
+        im = ax.imshow(r.to_numpy(float), cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set_xticks(range(k), r.columns, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(k), r.index, fontsize=8)
+        for i in range(k):
+            for j in range(k):
+                v = r.iat[i, j]
+                ax.text(j, i, "n/a" if pd.isna(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if not pd.isna(v) and abs(v) > 0.6 else "black")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="Spearman ρ (oriented)")
+        ax.set_title(f"study {study}: measure agreement{f' ({model})' if model else ''}\n"
+                     f"over (corpus, benchmark) pairs, n ≤ {int(n.to_numpy().max())}", fontsize=9)
+        paths.append(_save(fig, out / (f"agreement_{safe_name(model)}.png" if model else "agreement.png")))
+    return paths
+
+
+def _standardised(g: pd.DataFrame) -> pd.Series:
+    sd = g["oriented"].std(ddof=0)
+    return (g["oriented"] - g["oriented"].mean()) / sd if sd > 0 else g["oriented"] * 0.0
+
+
+def example_figures(data: StudyData, pe: pd.DataFrame, out: Path) -> list[Path]:
+    """Per (model, measure): correct vs incorrect similarity and accuracy by quartile, a column per corpus."""
+    ex = data.examples
+    if ex.empty:
+        return []
+    dirs = stats.resolve_directions(sorted(ex["measure"].unique()))
+    ex = ex.assign(oriented=ex["value"] * ex["measure"].map(lambda m: dirs[m][0]))
+    ex["z"] = ex.groupby(["model", "corpus", "benchmark", "measure"], group_keys=False)[["oriented"]].apply(_standardised)
+    paths = []
+    for (model, measure), g in ex.groupby(["model", "measure"], sort=True):
+        corpora = _panel_corpora(data, g["corpus"])
+        fig, axes = _panels(len(corpora), size=(3.4, 2.8), rows=2)
+        ncols = axes.shape[1]
+        for i, corpus in enumerate(corpora):
+            top, bottom = axes[2 * (i // ncols), i % ncols], axes[2 * (i // ncols) + 1, i % ncols]
+            c = g[g["corpus"] == corpus]
+            bins = np.linspace(-3, 3, 25)
+            for correct, colour, name in ((True, "tab:green", "correct"), (False, "tab:red", "incorrect")):
+                z = c.loc[c["correct"] == correct, "z"].clip(-3, 3)
+                top.hist(z, bins=bins, density=True, histtype="step", lw=1.5, color=colour, label=f"{name} (n = {len(z)})")
+            rows = pe[(pe["model"] == model) & (pe["measure"] == measure) & (pe["corpus"] == corpus)]
+            au = rows["auroc"].dropna()
+            top.set_title(f"{_title(corpus)}: median AUROC {au.median():.2f} over {len(au)} benchmarks" if len(au)
+                          else f"{_title(corpus)}: AUROC undefined", fontsize=8)
+            top.set_xlabel("similarity, z within benchmark (right = more similar)", fontsize=7)
+            top.legend(fontsize=6)
+            acc = rows[[f"acc_q{q}" for q in range(1, 5)]].mean()
+            bottom.bar(range(1, 5), acc.to_numpy(float), color="tab:blue", alpha=0.8)
+            bottom.set_xticks(range(1, 5), ["Q1\nleast", "Q2", "Q3", "Q4\nmost"], fontsize=7)
+            bottom.set_ylim(0, 1)
+            bottom.set_ylabel("mean accuracy", fontsize=7)
+        for ax in [a for i, a in enumerate(axes.flat) if (i % ncols) + ncols * (i // (2 * ncols)) >= len(corpora)]:
+            ax.axis("off")
+        fig.suptitle(f"study {data.spec.name}: {measure} of correctly vs incorrectly answered examples ({model})", fontsize=10)
+        fig.tight_layout()
+        paths.append(_save(fig, out / f"examples_{safe_name(model)}_{safe_name(str(measure))}.png"))
+    return paths
+
+
+def image_markdown(paths: Sequence[Path], max_images: int = 4) -> str:
+    """Markdown embedding up to ``max_images`` PNGs as base64 data URIs, then the rest by path."""
+    parts = []
+    for i, p in enumerate(paths):
+        if i < max_images:
+            b64 = base64.b64encode(Path(p).read_bytes()).decode("ascii")
+            parts.append(f"**{Path(p).name}**\n\n![{Path(p).stem}](data:image/png;base64,{b64})")
+        else:
+            parts.append(f"- `{p}`")
+    return "\n\n".join(parts) if parts else "_(no figures)_"
+
+
+def existing(paths: Iterable[str | Path]) -> bool:
+    """True when every listed figure exists and is non-empty."""
+    return all(Path(p).is_file() and Path(p).stat().st_size > 0 for p in paths)
