@@ -10,6 +10,9 @@ from collections.abc import Sequence
 
 def _cmd_run(args: argparse.Namespace) -> int:
     os.environ["SIMASSETS_PROFILE"] = args.profile
+    if not args.verbose:  # one progress line per step instead of every library's progress bars
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from simassets import runner
     from simassets.core.catalog import load_catalog
     from simassets.core.models import load_registry, models_for_profile
@@ -137,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize the whole asset graph headless (partitions included)")
     run.add_argument("--profile", choices=("quick", "full"), default="quick")
     run.add_argument("--model", action="append", help="only these registered models (repeatable)")
+    run.add_argument("--verbose", action="store_true", help="keep the libraries' progress bars")
     run.add_argument("--workers", type=int, default=int(os.environ.get("SIMASSETS_WORKERS", "1")),
                      help="worker processes (default 1, or $SIMASSETS_WORKERS); torch threads are split between them")
     run.set_defaults(func=_cmd_run)

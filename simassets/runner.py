@@ -44,10 +44,12 @@ def all_assets() -> list:
     from simassets.defs.similarity import embedding_similarity
     from simassets.defs.studies import correlations, measure_agreement, measure_registry, per_example_analysis
     from simassets.defs.model_similarity import corpus_perplexity, model_similarity
+    from simassets.defs.task2vec import benchmark_task2vec, corpus_task2vec, task2vec_alignment
     from simassets.defs.text_similarity import text_similarity
 
-    return [corpus_documents, corpus_embeddings, benchmark_examples, benchmark_embeddings, embedding_similarity,
-            text_similarity, benchmark_evaluation, model_similarity, corpus_perplexity, measure_registry, correlations, measure_agreement, per_example_analysis]
+    return [corpus_documents, corpus_embeddings, corpus_task2vec, benchmark_examples, benchmark_embeddings,
+            benchmark_task2vec, embedding_similarity, text_similarity, task2vec_alignment, benchmark_evaluation,
+            model_similarity, corpus_perplexity, measure_registry, correlations, measure_agreement, per_example_analysis]
 
 
 def freshness_functions() -> dict[str, Callable]:
@@ -60,6 +62,8 @@ def freshness_functions() -> dict[str, Callable]:
     from simassets.defs.studies import (correlations_freshness, measure_agreement_freshness,
                                         measure_registry_freshness, per_example_analysis_freshness)
     from simassets.defs.model_similarity import corpus_perplexity_freshness, model_similarity_freshness
+    from simassets.defs.task2vec import (benchmark_task2vec_freshness, corpus_task2vec_freshness,
+                                         task2vec_alignment_freshness)
     from simassets.defs.text_similarity import text_similarity_freshness
 
     return {
@@ -67,7 +71,8 @@ def freshness_functions() -> dict[str, Callable]:
         "benchmark_examples": benchmark_examples_freshness, "benchmark_embeddings": benchmark_embeddings_freshness,
         "embedding_similarity": embedding_similarity_freshness, "text_similarity": text_similarity_freshness,
         "benchmark_evaluation": benchmark_evaluation_freshness, "model_similarity": model_similarity_freshness,
-        "corpus_perplexity": corpus_perplexity_freshness,
+        "corpus_perplexity": corpus_perplexity_freshness, "corpus_task2vec": corpus_task2vec_freshness,
+        "benchmark_task2vec": benchmark_task2vec_freshness, "task2vec_alignment": task2vec_alignment_freshness,
         "measure_registry": measure_registry_freshness, "correlations": correlations_freshness,
         "measure_agreement": measure_agreement_freshness, "per_example_analysis": per_example_analysis_freshness,
     }
@@ -127,7 +132,7 @@ def sync_partitions(instance: dg.DagsterInstance, catalog, models: Iterable[str]
     return {}
 
 
-CORPUS_BENCHMARK_ASSETS = ("embedding_similarity", "text_similarity")
+CORPUS_BENCHMARK_ASSETS = ("embedding_similarity", "text_similarity", "task2vec_alignment")
 MODEL_BENCHMARK_ASSETS = ("benchmark_evaluation", "model_similarity")
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -151,8 +156,8 @@ def plan(catalog, profile: str, model_ids: Sequence[str]) -> list[Step]:
     """Every (assets, partition) step of a profile's study, in dependency order."""
     corpora = [c.name for c in catalog.corpora_for(profile)]
     benches = [b.name for b in catalog.benchmarks_for(profile)]
-    steps = [Step(("corpus_documents", "corpus_embeddings"), c, c) for c in corpora]
-    steps += [Step(("benchmark_examples", "benchmark_embeddings"), b, b) for b in benches]
+    steps = [Step(("corpus_documents", "corpus_embeddings", "corpus_task2vec"), c, c) for c in corpora]
+    steps += [Step(("benchmark_examples", "benchmark_embeddings", "benchmark_task2vec"), b, b) for b in benches]
     steps += [Step(CORPUS_BENCHMARK_ASSETS, dg.MultiPartitionKey({"corpus": c, "benchmark": b}), f"{c} x {b}")
               for c in corpora for b in benches]
     steps += [Step(MODEL_BENCHMARK_ASSETS, dg.MultiPartitionKey({"model": m, "benchmark": b}), f"{m} x {b}")

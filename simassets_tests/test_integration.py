@@ -9,7 +9,7 @@ import pytest
 
 from simassets import cli
 
-VIEWS = ["corpus_documents", "benchmark_examples", "corpus_embeddings", "benchmark_embeddings", "example_similarity",
+VIEWS = ["dataset_diversity", "measure_agreement", "per_example_analysis", "corpus_documents", "benchmark_examples", "corpus_embeddings", "benchmark_embeddings", "example_similarity",
          "dataset_similarity", "benchmark_scores", "example_results", "correlations", "measures"]
 
 
@@ -29,16 +29,16 @@ def test_whole_graph_materializes_and_reruns_skip(tiny_study, capsys):
     assert counts["benchmark_examples"] == 30  # 3 benchmarks x 10 examples
     assert counts["benchmark_scores"] == 3
     assert counts["example_results"] == 30
-    # per (corpus, benchmark): 4 embedding + 7 text measures; per (model, benchmark): 2 perplexities and
-    # unigram KL/JS against each corpus; per (model, corpus): corpus perplexity
-    assert counts["dataset_similarity"] == 6 * (4 + 7) + 3 * (2 + 2 * 2) + 2
+    # per (corpus, benchmark): 4 embedding + 7 text + 1 task2vec measures; per (model, benchmark): 2
+    # perplexities and unigram KL/JS against each corpus; per (model, corpus): corpus perplexity
+    assert counts["dataset_similarity"] == 6 * (4 + 7 + 1) + 3 * (2 + 2 * 2) + 2
     # per example: 2 embedding + 5 text measures per corpus, 2 perplexities per model
     assert counts["example_similarity"] == 30 * (2 * (2 + 5) + 2)
     families = _sql(capsys, """select family, count(distinct name) n from measures m
                                join (select distinct measure from dataset_similarity union
                                      select distinct measure from example_similarity) d on d.measure = m.name
                                group by 1 order by 1""")
-    assert {f["family"] for f in families} >= {"embedding", "token", "model", "compression", "overlap"}
+    assert {f["family"] for f in families} >= {"embedding", "token", "model", "compression", "overlap", "task2vec"}
     assert all(n > 0 for n in counts.values()), counts
 
     # similarity and accuracy describe the same examples
@@ -52,7 +52,7 @@ def test_whole_graph_materializes_and_reruns_skip(tiny_study, capsys):
         primary = row["acc_norm"] if row["primary_metric"] == "acc_norm" else row["acc"]
         assert row["normalized_score"] == pytest.approx(100 * (primary - r) / (1 - r))
     corr = _sql(capsys, "select * from correlations where method = 'spearman' and study = 'all'")
-    assert {c["corpus"] for c in corr} == {"c4_en", "pubmed_abstracts"}
+    assert {c["corpus"] for c in corr} == {"", "c4_en", "pubmed_abstracts"}  # "": model-only measures (perplexity)
     assert all(c["n"] == 3 for c in corr)
 
     # a second run recomputes nothing

@@ -23,6 +23,7 @@ from simassets.defs.evaluation import benchmark_evaluation
 from simassets.defs.model_similarity import model_similarity
 from simassets.defs.resources import StudyResource
 from simassets.defs.similarity import embedding_similarity
+from simassets.defs.task2vec import task2vec_alignment
 from simassets.defs.text_similarity import text_similarity
 
 CODE_VERSION = "2"
@@ -33,7 +34,7 @@ study_partitions = dg.DynamicPartitionsDefinition(name="study")
 
 # Every asset that writes benchmark rows of dataset_similarity / example_similarity belongs here
 # (corpus_perplexity writes benchmark-free rows, which no study reads).
-SIMILARITY_ASSETS = [embedding_similarity, text_similarity, model_similarity]
+SIMILARITY_ASSETS = [embedding_similarity, text_similarity, model_similarity, task2vec_alignment]
 
 # ``eager()`` without its "no upstream partition missing" guard: an upstream partition that is never
 # materialized (a benchmark only in the other profile, a failed evaluation) must not block a study

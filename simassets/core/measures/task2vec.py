@@ -1,0 +1,438 @@
+"""Task2Vec embeddings of text datasets, the diversity coefficient and the alignment coefficient.
+
+A batch of texts is embedded as the **diagonal Fisher information** of a probe causal LM on that
+batch (Achille et al. 2019, Task2Vec), as Miranda et al. ("Beyond Scale: the Diversity Coefficient
+...", code: alycialee|brando90/beyond-scale-language-data-diversity) and Chawla et al. (alignment
+coefficient) use it. What their code does, and what this module does:
+
+* **Fisher estimator.** Theirs (``montecarlo_fisher_autoregressive``): for each loader mini-batch of
+  8 sequences, sample a target token at every position from the model's own predictive
+  distribution (Task2Vec's Monte-Carlo Fisher, not the dataset's next token), take the gradient of
+  the mean token cross-entropy, square it elementwise, and average the squares over mini-batches.
+  Here: the same, with ``fisher_batch_size`` sequences per backward pass, by default 1. Their
+  task batch of 512 sequences averages 64 squared mini-batch gradients; a batch of 8 in one pass
+  would average a single one, whose Monte-Carlo noise swamps the differences between datasets, so
+  at this scale each sequence gets its own pass (8 squared gradients). ``fisher="empirical"``
+  uses the actual next tokens instead (the "empirical Fisher"). Sampling is seeded per batch, and
+  the probe runs in eval mode (theirs leaves GPT-2's dropout on).
+* **Padding.** Theirs pads to ``max_length`` and passes ``ignore_index=50256`` to the loss on the
+  *sampled* targets, which does not exclude pad positions. Here pad positions are excluded: targets
+  are drawn only at positions whose next token is real, in an order that extra padding does not
+  change, and the loss is the mean over those positions -- padding cannot move the embedding.
+* **Parameters and reduction.** Theirs computes the Fisher of every parameter, then keeps every
+  module's ``weight`` except the ``lm_head`` module's, reduced filter-wise (``grad2.reshape(rows,
+  -1).mean(1)``, one value per output row). GPT-2 ties ``lm_head`` to the token embedding, so the
+  shared matrix still appears (as ``wte``). ``parameters`` selects the weights:
+
+  - ``"all"``: theirs -- every distinct ``*.weight`` (a tied embedding/head once; an untied output
+    head left out). SmolLM2-135M: 239,808 values (49,152 embedding rows + 30 x 6,336 + 576), a
+    full backward pass per ``fisher_batch_size`` sequences.
+  - ``"last_block"``: the weights of the last decoder block and the final norm only (SmolLM2-135M:
+    6,912 values); the backward pass stops at that block.
+  - ``"lm_head"``: the output head matrix only, one value per vocabulary entry (49,152 for
+    SmolLM2-135M); its gradient is taken through the head alone, with the hidden states fixed.
+
+  The filter-wise mean keeps an embedding to at most a few hundred thousand floats (the raw diagonal
+  over SmolLM2-135M would be 135M). The default is ``"all"``, as theirs: on SmolLM2-135M it costs
+  about 3x ``"last_block"`` per batch (benchmarks/task2vec.py); both tell domains apart there, and
+  on a tiny briefly-trained probe only ``"all"`` does reliably.
+* **Head fitting.** Theirs first fine-tunes the head on the batch for a few epochs (AdamW, lr 5e-5,
+  eps 1e-8, weight decay 1e-4, real next-token loss). ``head_finetune_epochs`` does this on the
+  cached final hidden states (Task2Vec's "fit the classifier on cached features") and restores the
+  head afterwards; the default 0 skips it (at lr 5e-5 a handful of steps barely moves a pretrained
+  head, and each epoch costs another pass through the head).
+* **Batches.** Theirs shuffles the dataset with seed ``seed + task`` and takes ``batch_size`` texts,
+  each truncated to its first ``max_seq_length`` (128) tokens -- one sequence per text, no chunking.
+  Here batch ``b`` is the ``batch_size`` texts with the smallest stable hash under ``(seed, b)``, so
+  batches are drawn independently (they may share texts) and do not depend on the input order; each
+  text is truncated to its first ``seq_len`` tokens (the tokenizer's own special tokens, no extra
+  BOS). Empty texts are dropped.
+* **Distance.** Task2Vec's ``cosine``: ``d(a, b) = cosine_distance(a / (a + b), b / (a + b))``
+  elementwise. Theirs adds 1e-8 to ``a + b``; here coordinates with ``a + b = 0`` are 0 in both
+  vectors, which keeps ``d`` invariant to the scale of the Fisher. Fisher values are non-negative,
+  so ``d`` lies in [0, 1].
+* **Coefficients.** Diversity = mean distance over the pairs of distinct batches of one dataset;
+  alignment = 1 - mean distance over all (batch of A, batch of B) pairs. The 95% interval is
+  ``mean +- t(0.975, n-1) * sd / sqrt(n)`` over the pair distances, as their
+  ``mean_confidence_interval``; the pairs share batches and are not independent, so it is narrower
+  than an honest interval would be.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simassets.core.hashing import fingerprint, seeded_hash64, sha256_text
+from simassets.core.measures.model import pad_id_of, right_pad
+
+TASK2VEC_VERSION = 1  # part of every cache key: bump when the estimator changes
+PARAMETER_SETS = ("all", "last_block", "lm_head")
+FISHER_KINDS = ("montecarlo", "empirical")
+
+
+@dataclass(frozen=True)
+class Task2VecParams:
+    batch_size: int = 8  # texts per batch ("task")
+    seq_len: int = 128  # tokens kept per text (truncation)
+    n_batches: int = 4  # batches embedded per dataset
+    seed: int = 0
+    parameters: str = "all"  # "all" | "last_block" | "lm_head" (see module docstring)
+    fisher: str = "montecarlo"  # "montecarlo" (sampled targets) | "empirical" (real next tokens)
+    fisher_batch_size: int = 1  # sequences per backward pass; the Fisher averages squared gradients over passes
+    head_finetune_epochs: int = 0
+    head_finetune_lr: float = 5e-5
+
+    def __post_init__(self) -> None:
+        if self.parameters not in PARAMETER_SETS:
+            raise ValueError(f"Task2VecParams.parameters must be one of {PARAMETER_SETS}, got {self.parameters!r}")
+        if self.fisher not in FISHER_KINDS:
+            raise ValueError(f"Task2VecParams.fisher must be one of {FISHER_KINDS}, got {self.fisher!r}")
+        for name in ("batch_size", "n_batches", "fisher_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Task2VecParams.{name} must be positive, got {getattr(self, name)}")
+        if self.seq_len < 2:
+            raise ValueError(f"Task2VecParams.seq_len must be at least 2, got {self.seq_len}")
+        if self.head_finetune_epochs < 0:
+            raise ValueError(f"Task2VecParams.head_finetune_epochs must be >= 0, got {self.head_finetune_epochs}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CoefficientResult:
+    value: float
+    ci_low: float  # 95% interval (see module docstring); NaN with a single pair
+    ci_high: float
+    n_pairs: int
+    distances: tuple[float, ...]  # the pair distances the value averages
+
+
+# ------------------------------------------------------------------ probe parameters
+
+
+def _selected_weights(model: Any, which: str) -> list[Any]:
+    """The weight tensors whose Fisher diagonal forms the embedding (see module docstring)."""
+    import torch.nn as nn
+
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings: not a causal LM probe")
+    if which == "lm_head":
+        return [head.weight]
+    named = [(n, p) for n, p in model.named_parameters() if n.endswith("weight")]
+    if which == "all":
+        tied = head.weight is model.get_input_embeddings().weight
+        return [p for _, p in named if tied or p is not head.weight]
+    lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not lists:
+        raise ValueError(f"{type(model).__name__}: no list of decoder blocks found for parameters='last_block'")
+    name, blocks = max(lists, key=lambda nm: len(nm[1]))
+    last = f"{name}.{len(blocks) - 1}."
+    norms = [n for n, m in model.named_modules()
+             if "norm" in type(m).__name__.lower() and not n.startswith(name + ".")]
+    return [p for n, p in named if n.startswith(last) or any(n == f"{nn_}.weight" for nn_ in norms)]
+
+
+def embedding_size(model: Any, parameters: str) -> int:
+    """Length of a Task2Vec embedding for ``model`` with the given parameter set."""
+    return sum(int(p.shape[0]) for p in _selected_weights(model, parameters))
+
+
+# ------------------------------------------------------------------ embeddings
+
+
+def _generator(device: Any, params: Task2VecParams, batch_seed: int) -> Any:
+    import torch
+
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seeded_hash64(params.seed, f"task2vec-fisher/{batch_seed}") & (2**63 - 1))
+    return gen
+
+
+def _head_logits(model: Any, input_ids: Any, mask: Any, head_only: bool) -> Any:
+    """Logits as ``head(last_hidden_state)`` (soft-capped where the config says so, as Gemma 2);
+    with ``head_only`` the hidden states carry no gradient."""
+    import torch
+
+    with torch.set_grad_enabled(not head_only):
+        hidden = model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    logits = model.get_output_embeddings()(hidden).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def _predicted(mask: Any) -> Any:
+    """Positions whose next token is real (right padding): the only positions scored."""
+    return (mask[:, :-1] * mask[:, 1:]).bool()
+
+
+def _sample(logits: Any, gen: Any) -> Any:
+    """One token per row from ``softmax(logits)`` by inverse CDF (much faster than multinomial on CPU)."""
+    import torch
+
+    cdf = torch.softmax(logits, dim=-1).cumsum_(dim=-1)
+    u = torch.rand((logits.shape[0], 1), generator=gen, device=logits.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).clamp_(max=logits.shape[-1] - 1).view(-1)
+
+
+def _finetune_head(model: Any, micro: list[tuple[Any, Any]], params: Task2VecParams) -> None:
+    """Fit the output head on cached final hidden states (AdamW, real next-token loss)."""
+    import torch
+    import torch.nn.functional as F
+
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        cache = [(model.base_model(input_ids=i, attention_mask=m).last_hidden_state, i, m) for i, m in micro]
+    opt = torch.optim.AdamW([head.weight], lr=params.head_finetune_lr, eps=1e-8, weight_decay=1e-4)
+    for _ in range(params.head_finetune_epochs):
+        for hidden, ids, mask in cache:
+            keep = _predicted(mask)
+            if keep.any():
+                opt.zero_grad()
+                F.cross_entropy(head(hidden)[:, :-1].float()[keep], ids[:, 1:][keep]).backward()
+                opt.step()
+    head.weight.grad = None
+
+
+def fisher_embedding(model: Any, input_ids: Any, attention_mask: Any, params: Task2VecParams,
+                     batch_seed: int) -> np.ndarray:
+    """Filter-wise diagonal Fisher of the selected weights on one right-padded batch of token ids."""
+    import torch
+    import torch.nn.functional as F
+
+    device = next(model.parameters()).device
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    weights = _selected_weights(model, params.parameters)
+    head = model.get_output_embeddings()
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    saved_head = head.weight.detach().clone() if params.head_finetune_epochs else None
+    was_training = model.training
+    n = input_ids.shape[0]
+    micro = [(input_ids[s : s + params.fisher_batch_size], attention_mask[s : s + params.fisher_batch_size])
+             for s in range(0, n, params.fisher_batch_size)]
+    gen = _generator(device, params, batch_seed)
+    acc = [torch.zeros(int(w.shape[0]), dtype=torch.float32, device=device) for w in weights]
+    used = 0
+    try:
+        model.eval()  # no dropout: the embedding is a deterministic function of (batch, seed)
+        for p, _ in flags:
+            p.requires_grad_(False)
+        if saved_head is not None:
+            head.weight.requires_grad_(True)
+            _finetune_head(model, micro, params)
+            head.weight.requires_grad_(False)
+        for w in weights:
+            w.requires_grad_(True)
+        for ids, mask in micro:
+            width = int(mask.sum(dim=1).max())  # drop the all-padding columns of this pass
+            ids, mask = ids[:, :width], mask[:, :width]
+            keep = _predicted(mask)
+            if not keep.any():
+                continue
+            logits = _head_logits(model, ids, mask, head_only=params.parameters == "lm_head")[:, :-1][keep]
+            if params.fisher == "montecarlo":
+                targets = _sample(logits.detach(), gen)
+            else:
+                targets = ids[:, 1:][keep]
+            grads = torch.autograd.grad(F.cross_entropy(logits, targets), weights, allow_unused=True)
+            for a, g in zip(acc, grads):
+                if g is not None:
+                    a += g.float().pow(2).reshape(g.shape[0], -1).mean(dim=1)
+            used += 1
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        if saved_head is not None:
+            with torch.no_grad():
+                head.weight.copy_(saved_head)
+        model.train(was_training)
+    if used == 0:
+        raise ValueError("Task2Vec batch has no predicted token (every text is shorter than 2 tokens)")
+    return torch.cat(acc).div_(used).cpu().numpy()
+
+
+def tokenize_batch(tokenizer: Any, texts: Sequence[str], seq_len: int) -> tuple[Any, Any]:
+    """Each text truncated to ``seq_len`` tokens by the tokenizer, right-padded into ``(input_ids, attention_mask)``."""
+    seqs = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}]: expected str, got {type(text).__name__}")
+        enc = tokenizer(text, add_special_tokens=True, truncation=True, max_length=seq_len)["input_ids"]
+        seqs.append(list(enc) or [pad_id_of(tokenizer)])
+    return right_pad(seqs, pad_id_of(tokenizer))
+
+
+def batch_embedding(model: Any, tokenizer: Any, texts: Sequence[str], params: Task2VecParams,
+                    batch_seed: int) -> np.ndarray:
+    """Task2Vec embedding of one batch (all of ``texts``); ``batch_seed`` seeds the target sampling."""
+    if not texts:
+        raise ValueError("Task2Vec batch is empty")
+    input_ids, mask = tokenize_batch(tokenizer, texts, params.seq_len)
+    return fisher_embedding(model, input_ids, mask, params, batch_seed)
+
+
+def _usable(texts: Sequence[str]) -> list[str]:
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}]: expected str, got {type(t).__name__}")
+    return [t for t in texts if t.strip()]
+
+
+def draw_batch(texts: Sequence[str], batch_size: int, seed: int, index: int) -> list[str]:
+    """Batch ``index``: the ``batch_size`` texts with the smallest hash under ``(seed, index)``."""
+    if len(texts) < batch_size:
+        raise ValueError(f"need at least batch_size={batch_size} non-empty texts, got {len(texts)}")
+    keyed = sorted((seeded_hash64(f"{seed}/{index}", h), h, t) for h, t in ((sha256_text(t), t) for t in texts))
+    return [t for _, _, t in keyed[:batch_size]]
+
+
+def dataset_embeddings(model: Any, tokenizer: Any, texts: Sequence[str], params: Task2VecParams) -> list[np.ndarray]:
+    """Embeddings of ``params.n_batches`` batches drawn from ``texts`` (batch ``b`` under ``(seed, b)``)."""
+    pool = _usable(texts)
+    return [batch_embedding(model, tokenizer, draw_batch(pool, params.batch_size, params.seed, b), params, b)
+            for b in range(params.n_batches)]
+
+
+# ------------------------------------------------------------------ distance and coefficients
+
+
+def task2vec_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Task2Vec cosine distance between two Fisher embeddings, normalised by their sum; in [0, 1]."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"embeddings must be 1-D of equal length, got shapes {a.shape} and {b.shape}")
+    if (a < 0).any() or (b < 0).any():
+        raise ValueError("Fisher embeddings must be non-negative")
+    total = a + b
+    nz = total > 0
+    ua, ub = np.zeros_like(a), np.zeros_like(b)
+    ua[nz], ub[nz] = a[nz] / total[nz], b[nz] / total[nz]
+    na, nb = np.linalg.norm(ua), np.linalg.norm(ub)
+    if na == 0 or nb == 0:
+        raise ValueError("an all-zero Fisher embedding has no direction")
+    return float(np.clip(1.0 - ua @ ub / (na * nb), 0.0, 1.0))
+
+
+def _summarise(distances: list[float], flip: bool) -> CoefficientResult:
+    from scipy import stats
+
+    d = np.asarray(distances, dtype=np.float64)
+    mean = float(d.mean())
+    if len(d) > 1:
+        half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    else:
+        half = float("nan")
+    low, high = mean - half, mean + half
+    if flip:
+        mean, low, high = 1.0 - mean, 1.0 - high, 1.0 - low
+    return CoefficientResult(value=mean, ci_low=low, ci_high=high, n_pairs=len(d), distances=tuple(distances))
+
+
+def diversity_coefficient(embs: Sequence[np.ndarray]) -> CoefficientResult:
+    """Expected Task2Vec distance between two distinct batches of one dataset."""
+    if len(embs) < 2:
+        raise ValueError(f"the diversity coefficient needs at least 2 batch embeddings, got {len(embs)}")
+    return _summarise([task2vec_distance(embs[i], embs[j])
+                       for i in range(len(embs)) for j in range(i + 1, len(embs))], flip=False)
+
+
+def alignment_coefficient(embs_a: Sequence[np.ndarray], embs_b: Sequence[np.ndarray]) -> CoefficientResult:
+    """1 - expected Task2Vec distance between a batch of A and a batch of B (all pairs)."""
+    if not embs_a or not embs_b:
+        raise ValueError("the alignment coefficient needs at least one batch embedding on each side")
+    return _summarise([task2vec_distance(a, b) for a in embs_a for b in embs_b], flip=True)
+
+
+# ------------------------------------------------------------------ cache
+
+
+def texts_fingerprint(texts: Sequence[str]) -> str:
+    """Content identity of a dataset for Task2Vec: the multiset of its non-empty texts (order-free)."""
+    return fingerprint(sorted(sha256_text(t) for t in _usable(texts)))
+
+
+def weights_fingerprint(model: Any) -> str:
+    """sha256 over a model's config and weights, for callers without a model-spec fingerprint."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode("utf-8"))
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Task2VecCache:
+    """Batch embeddings on disk, one ``.npy`` (``n_batches x dim``) per (dataset, probe, params).
+
+    The key is ``fingerprint`` of the dataset's content hash, the probe's fingerprint, the params and
+    ``TASK2VEC_VERSION``; a ``.json`` beside each file records what the key stands for.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def key(self, dataset_hash: str, probe: str, params: Task2VecParams) -> str:
+        return fingerprint({"version": TASK2VEC_VERSION, "dataset": dataset_hash, "probe": probe,
+                            "params": params.as_dict()})
+
+    def path(self, dataset_hash: str, probe: str, params: Task2VecParams) -> Path:
+        key = self.key(dataset_hash, probe, params)
+        return self.root / key[:2] / f"{key}.npy"
+
+    def load(self, dataset_hash: str, probe: str, params: Task2VecParams) -> list[np.ndarray] | None:
+        path = self.path(dataset_hash, probe, params)
+        if not path.exists():
+            return None
+        arr = np.load(path)
+        if arr.ndim != 2 or arr.shape[0] != params.n_batches:
+            raise ValueError(f"{path}: expected {params.n_batches} embeddings, found array of shape {arr.shape}")
+        return list(arr)
+
+    def save(self, dataset_hash: str, probe: str, params: Task2VecParams, embs: Sequence[np.ndarray]) -> Path:
+        path = self.path(dataset_hash, probe, params)
+        meta = {"version": TASK2VEC_VERSION, "dataset": dataset_hash, "probe": probe, "params": params.as_dict()}
+        _atomic_write(path.with_suffix(".json"), lambda fh: fh.write(json.dumps(meta, indent=1).encode()))
+        _atomic_write(path, lambda fh: np.save(fh, np.stack([np.asarray(e, dtype=np.float32) for e in embs])))
+        return path
+
+    def embeddings(self, model: Any, tokenizer: Any, texts: Sequence[str], params: Task2VecParams,
+                   probe: str) -> list[np.ndarray]:
+        """Cached embeddings of ``texts`` under ``probe``, computed and stored on a miss.
+
+        ``probe`` names the probe's weights and tokenizer, e.g. ``LoadedModel.fingerprint`` from
+        :mod:`simassets.core.models` (or :func:`weights_fingerprint`).
+        """
+        dataset_hash = texts_fingerprint(texts)
+        cached = self.load(dataset_hash, probe, params)
+        if cached is not None:
+            return cached
+        embs = dataset_embeddings(model, tokenizer, texts, params)
+        self.save(dataset_hash, probe, params, embs)
+        return embs
