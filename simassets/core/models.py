@@ -533,8 +533,8 @@ def _load(spec: ModelSpec, device: str) -> LoadedModel:
         else:
             model, tokenizer = _from_pretrained(str(weights.directory), spec)
     except (OSError, ValueError) as exc:
-        if isinstance(exc, ModelRegistryError):
-            raise
+        if isinstance(exc, ModelRegistryError):  # e.g. an unsupported GGUF: name the model too
+            raise ModelRegistryError(f"model {spec.id!r}: {exc}") from exc
         source = f"hub model {spec.hub_id}@{spec.revision or 'main'}" if spec.kind == "hub" else str(weights.directory)
         hint = (" (no network? register a downloaded copy as kind 'local', or fill the HF cache and set HF_HUB_OFFLINE=1)"
                 if spec.kind == "hub" else "")

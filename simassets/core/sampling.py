@@ -54,20 +54,41 @@ def _format_for(path: Path) -> str:
     raise SourceError(f"{path}: unsupported file type (use .json, .jsonl or .parquet)")
 
 
+def _parse_json_line(raw: bytes, lineno: int) -> dict[str, Any] | str | None:
+    """One JSON-lines row, ``None`` for a blank line, or a string saying what is wrong with the line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"line {lineno}: not valid UTF-8 ({exc.reason} at byte {exc.start})"
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return f"line {lineno}: malformed JSON ({exc.msg} at column {exc.colno})"
+    return row if isinstance(row, dict) else f"line {lineno}: expected a JSON object, got {type(row).__name__}"
+
+
 def _find_bad_json_line(path: Path) -> str:
     """Name the first line of a JSON-lines file that does not parse (for a clear error)."""
+    rows = 0
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return f"line {lineno}: not valid UTF-8 ({exc.reason} at byte {exc.start})"
-            if line.strip():
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as exc:
-                    return f"line {lineno}: malformed JSON ({exc.msg} at column {exc.colno})"
-    return "could not locate the bad line"
+            row = _parse_json_line(raw, lineno)
+            if isinstance(row, str):
+                return row
+            rows += row is not None
+    return "the file has no rows" if rows == 0 else "could not locate the bad line"
+
+
+def _iter_json_lines(path: Path) -> Iterator[dict[str, Any] | SourceError]:
+    """The rows of a ``.jsonl`` file line by line; an unusable line comes as a :class:`SourceError` naming it
+    (``on_bad_row="skip"`` reads this way, so a few bad lines do not make the whole file unreadable)."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            row = _parse_json_line(raw, lineno)
+            if row is not None:
+                yield SourceError(f"{path}: {row}") if isinstance(row, str) else row
 
 
 def iter_rows(source: SourceSpec) -> Iterator[dict[str, Any]]:
@@ -122,14 +143,21 @@ def sample_source(
     ``on_bad_row`` = ``"fail"`` raises on the first unusable row; ``"skip"`` drops it and counts it.
     Empty and over-long documents are unusable; duplicate ids are an error.
     """
+    if on_bad_row not in ("fail", "skip"):
+        raise ValueError(f"on_bad_row must be 'fail' or 'skip', got {on_bad_row!r}")
     heap: list[tuple[int, int, Document]] = []  # max-heap of the n smallest hashes via negation
     seen: dict[str, int] = {}
     scanned = skipped = 0
-    for index, row in enumerate(iter_rows(source)):
+    path = paths.resolve_data_path(source.path) if source.is_local else None
+    line_by_line = on_bad_row == "skip" and path is not None and path.suffix.lower() == ".jsonl" and path.is_file()
+    rows = _iter_json_lines(path) if line_by_line else iter_rows(source)  # type: ignore[arg-type]
+    for index, row in enumerate(rows):
         if source.max_scan is not None and index >= source.max_scan:
             break
         scanned += 1
         try:
+            if isinstance(row, SourceError):
+                raise row
             doc = _document(row, index, source, component)
             if not doc.text.strip():
                 raise SourceError(f"{source.describe()}: row {index + 1}: field {source.text_field!r} is empty")

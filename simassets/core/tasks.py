@@ -142,11 +142,15 @@ def _read_gauntlet(file: Path, fmt: str) -> list[dict[str, Any]]:
     if fmt not in _FIELDS:
         raise TaskBuildError(f"{file}: unknown gauntlet format {fmt!r}; known: {sorted(_FIELDS)}")
     try:
-        lines = file.read_text(encoding="utf-8").splitlines()
+        lines = file.read_bytes().splitlines()
     except FileNotFoundError as exc:
         raise TaskBuildError(f"{file}: benchmark file not found") from exc
     rows = []
-    for n, line in enumerate(lines, start=1):
+    for n, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TaskBuildError(f"{file}: line {n}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
         if line.strip():
             try:
                 row = json.loads(line)

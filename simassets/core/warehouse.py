@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping
@@ -45,6 +46,16 @@ def partition_filename(keys: Mapping[str, str]) -> str:
     if not keys:
         return "all.parquet"
     return "__".join(f"{k}={_quote(v)}" for k, v in sorted(keys.items())) + ".parquet"
+
+
+def pause_point(point: str, table: str) -> None:
+    """Fault-injection hook for tests: with ``SIMASSETS_PAUSE_AT=<point>:<table>`` the process writes the
+    file named by ``SIMASSETS_PAUSE_FILE`` and sleeps there (so a test can SIGKILL it at a known place)."""
+    if os.environ.get("SIMASSETS_PAUSE_AT") != f"{point}:{table}":
+        return
+    if marker := os.environ.get("SIMASSETS_PAUSE_FILE"):
+        Path(marker).write_text(f"{os.getpid()} {point}:{table}\n")
+    time.sleep(float(os.environ.get("SIMASSETS_PAUSE_SECONDS", "600")))
 
 
 def sql_literal(value: str) -> str:
@@ -122,6 +133,7 @@ class Warehouse:
             pq.write_table(data, tmp, compression="zstd")
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
+            pause_point("replace", table)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
@@ -134,6 +146,17 @@ class Warehouse:
             path.unlink()
             return True
         return False
+
+    def delete_partitions_where(self, dimension: str, value: str) -> list[Path]:
+        """Delete every stored partition, of any table and profile, whose keys include ``dimension=value``
+        (e.g. ``model=<id>`` when a model leaves the registry); returns the deleted files."""
+        wanted = f"{dimension}={_quote(value)}"
+        gone = []
+        for path in sorted(self.root.glob("*/*/*.parquet")) if self.root.is_dir() else []:
+            if path.parent.name != SCHEMA_DIR and wanted in path.name.removesuffix(".parquet").split("__"):
+                path.unlink(missing_ok=True)
+                gone.append(path)
+        return gone
 
     def stored(self, table: str, profile: str | None, keys: Mapping[str, str]) -> StoredPartition | None:
         """The stored partition with its fingerprint, or None if there is none (or it is unreadable)."""

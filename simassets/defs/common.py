@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,3 +64,21 @@ def table_md(df: pd.DataFrame, max_rows: int = 20, floatfmt: str = ".3f") -> dg.
     if df.empty:
         return dg.MetadataValue.md("_(no rows)_")
     return dg.MetadataValue.md(df.head(max_rows).to_markdown(index=False, floatfmt=floatfmt))
+
+
+def no_retry_on_bad_input(fn: Callable) -> Callable:
+    """Turn bad-input errors (catalog, registry, source, task) into a ``dg.Failure`` that is not retried:
+    a retry policy is for transient faults, and retrying a malformed file only delays the clear error."""
+    from simassets.core.catalog import CatalogError
+    from simassets.core.models import ModelRegistryError
+    from simassets.core.sampling import SourceError
+    from simassets.core.tasks import TaskBuildError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (CatalogError, ModelRegistryError, SourceError, TaskBuildError) as exc:
+            raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
+
+    return wrapper

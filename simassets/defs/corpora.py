@@ -30,8 +30,10 @@ def corpus_documents_freshness(study: StudyResource, partition_key: str) -> Fres
     if corpus not in cat.corpora:
         raise dg.Failure(f"corpus {corpus!r} is not in the catalog {cat.source_file}")
     size = cat.corpus_sample_size(corpus, study.profile_name)
+    policy = study.bad_row_policy  # part of the fingerprint only when it is not the default
     fp = partition_fingerprint("corpus_documents", CODE_VERSION, spec=dataclasses.asdict(cat.corpora[corpus]),
-                               size=size, files=_source_hashes(cat, corpus))
+                               size=size, files=_source_hashes(cat, corpus),
+                               **({"on_bad_row": policy} if policy != "fail" else {}))
     return Freshness(("corpus_documents",), {"corpus": corpus}, fp)
 
 
@@ -48,7 +50,9 @@ def corpus_documents(context: dg.AssetExecutionContext, study: StudyResource) ->
     keys, fp, size = fresh.keys, fresh.fingerprint, cat.corpus_sample_size(corpus, profile)
     if fresh.fresh(wh, profile):
         return skipped(context, wh, "corpus_documents", profile, keys, fp)
-    sample = sample_corpus(cat, corpus, size, on_bad_row="fail")
+    sample = sample_corpus(cat, corpus, size, on_bad_row=study.bad_row_policy)
+    if sample.n_skipped:
+        context.log.warning(f"{corpus}: skipped {sample.n_skipped} unusable row(s) of {sample.n_scanned} (on_bad_row=skip)")
     rows = pd.DataFrame(
         {
             "corpus": corpus,
@@ -63,7 +67,8 @@ def corpus_documents(context: dg.AssetExecutionContext, study: StudyResource) ->
             "params": canonical_json(sample.params),
         }
     )
-    wh.write_partition("corpus_documents", profile, keys, rows, fp, {"n_scanned": sample.n_scanned})
+    wh.write_partition("corpus_documents", profile, keys, rows, fp, {"n_scanned": sample.n_scanned, "n_skipped": sample.n_skipped,
+                                                                     "on_bad_row": study.bad_row_policy})
     by_component = rows.groupby("component").size().rename("docs").reset_index()
     return dg.MaterializeResult(
         metadata={

@@ -10,7 +10,8 @@ import pandas as pd
 from simassets.core.hashing import canonical_json
 from simassets.defs.benchmarks import benchmark_examples
 from simassets.defs.checks import scores_in_unit_check, scores_in_unit_spec
-from simassets.defs.common import Freshness, partition_fingerprint, skipped, table_md, upstream_fingerprint
+from simassets.defs.common import (Freshness, no_retry_on_bad_input, partition_fingerprint, skipped, table_md,
+                                   upstream_fingerprint)
 from simassets.defs.partitions import keys_of, model_benchmark_partitions
 from simassets.defs.resources import StudyResource
 
@@ -53,6 +54,7 @@ def benchmark_evaluation_freshness(study: StudyResource, partition_key: str) -> 
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     check_specs=[scores_in_unit_spec("benchmark_evaluation")],
 )
+@no_retry_on_bad_input
 def benchmark_evaluation(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
     """lm-eval accuracy of one model on one benchmark (acc, acc_norm, random-baseline-normalised score, stderr, n) and per-example correctness with gold and chosen log-likelihoods."""
     from simassets.core.models import model_fingerprint
@@ -72,7 +74,10 @@ def benchmark_evaluation(context: dg.AssetExecutionContext, study: StudyResource
 
     context.log.info(f"evaluating {model_id} on {bench} (limit {prof.benchmark_limit})")
     lm, loaded = _lm(spec, prof.eval_batch_size, prof.max_length)
+    context.log.info(f"model {model_id}: {loaded.n_params:,} parameters, loaded in {loaded.load_seconds:.1f}s"
+                     + (" (GGUF from the de-quantized cache)" if loaded.from_cache else ""))
     result = evaluate_benchmark(lm, bspec, study.data_root_path, prof.benchmark_limit, prof.seed, bspec.num_fewshot)
+    context.log.info(f"evaluated {model_id} on {bench}: {len(result.examples)} examples in {result.seconds:.1f}s")
     expected = set(wh.read_partition("benchmark_examples", profile, {"benchmark": bench})["example_id"])
     got = {e.example_id for e in result.examples}
     if got != expected:

@@ -8,7 +8,7 @@ import pandas as pd
 
 from simassets.core.hashing import canonical_json
 from simassets.defs.checks import finite_in_range_check, finite_in_range_spec
-from simassets.defs.common import Freshness, partition_fingerprint, skipped, table_md, upstream_fingerprint
+from simassets.defs.common import Freshness, no_retry_on_bad_input, partition_fingerprint, skipped, table_md, upstream_fingerprint
 from simassets.defs.corpora import corpus_documents
 from simassets.defs.evaluation import benchmark_evaluation
 from simassets.defs.partitions import keys_of, model_benchmark_partitions, model_corpus_partitions
@@ -88,6 +88,7 @@ def perplexity_rows(bench: pd.DataFrame, results: pd.DataFrame, nll) -> tuple[pd
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     check_specs=[finite_in_range_spec("model_similarity")],
 )
+@no_retry_on_bad_input
 def model_similarity(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
     """Per model and benchmark: input perplexity (rendered input) and target perplexity (gold continuation, reused from the evaluation's log-likelihoods), per example and token-weighted per benchmark; and unigram KL (with bootstrap CI) and JS of the benchmark against every corpus sample under the model's tokenizer."""
     from simassets.core.measures.model import sequence_nll
@@ -159,6 +160,7 @@ def corpus_perplexity_freshness(study: StudyResource, partition_key: str) -> Fre
     pool="model",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
 )
+@no_retry_on_bad_input
 def corpus_perplexity(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
     """How in-distribution a corpus sample is for a model: token-weighted perplexity of (a seeded prefix of) the sample's documents, each truncated to a fixed number of tokens."""
     from simassets.core.measures.model import aggregate_perplexity, sequence_nll

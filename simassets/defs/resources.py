@@ -16,17 +16,27 @@ class StudyResource(dg.ConfigurableResource):
     """Which profile a run uses and where it reads (catalog, data root) and writes (warehouse).
 
     Empty strings fall back to the environment (``SIMASSETS_PROFILE``, ``SIMASSETS_HOME``,
-    ``SIMASSETS_DATA_ROOT``, ``SIMASSETS_CATALOG_DIR``) and then to the repository defaults.
+    ``SIMASSETS_DATA_ROOT``, ``SIMASSETS_CATALOG_DIR``, ``SIMASSETS_ON_BAD_ROW``) and then to the
+    repository defaults. ``on_bad_row`` is what corpus sampling does with an unusable source row:
+    ``fail`` (the default: the error names file, row and field) or ``skip`` (drop it, count it).
     """
 
     profile: str = ""
     home: str = ""
     data_root: str = ""
     catalog_dir: str = ""
+    on_bad_row: str = ""
 
     @property
     def profile_name(self) -> str:
         return self.profile or os.environ.get("SIMASSETS_PROFILE", "quick")
+
+    @property
+    def bad_row_policy(self) -> str:
+        policy = self.on_bad_row or os.environ.get("SIMASSETS_ON_BAD_ROW", "fail")
+        if policy not in ("fail", "skip"):
+            raise ValueError(f"on_bad_row / SIMASSETS_ON_BAD_ROW must be 'fail' or 'skip', got {policy!r}")
+        return policy
 
     @property
     def home_path(self) -> Path:

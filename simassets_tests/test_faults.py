@@ -1,0 +1,149 @@
+"""Concurrency and faults: parallel and simultaneous runs agree with a serial run and never block on a
+reader; a run killed with SIGKILL mid-write loses nothing and the next run completes it; transient
+failures are retried a bounded number of times, with progress in the Dagster logs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from simassets import cli, runner
+from simassets.core.schema import TABLES
+from simassets.core.warehouse import Warehouse
+from simassets.defs.resources import StudyResource
+from simassets_tests.test_automation import BENCHMARKS, materialized_study, template_study  # noqa: F401 (fixtures)
+
+MODEL = "tiny-llama"
+pytestmark = pytest.mark.slow
+
+
+def _model_rows(wh: Warehouse) -> dict[str, pd.DataFrame]:
+    """Every row of every table with a ``model`` column (created_at aside), in a canonical order."""
+    out = {}
+    for name, table in TABLES.items():
+        cols = [c for c, _, _ in table.columns if c != "created_at"]
+        if "model" in cols:
+            df = wh.query(f"select {', '.join(cols)} from {name}")
+            out[name] = df.sort_values([c for c in cols if df[c].map(lambda v: isinstance(v, str | int | float | bool)).all()]
+                                       ).reset_index(drop=True)
+    return out
+
+
+def _assert_same_rows(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=False, rtol=1e-6, obj=name)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "simassets.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+
+
+def test_parallel_and_simultaneous_runs_match_a_serial_run_while_a_reader_is_open(materialized_study):
+    wh = Warehouse()
+    serial = _model_rows(wh)
+    assert len(serial["benchmark_scores"]) == len(BENCHMARKS)
+    gone = wh.delete_partitions_where("model", MODEL)  # every model-dependent partition must be recomputed
+    assert len(gone) >= 2 * len(BENCHMARKS)
+    for f in (materialized_study / "dagster_home").iterdir():  # a fresh instance: both runs create and sync it
+        if f.is_dir():
+            shutil.rmtree(f)
+        elif f.name != "dagster.yaml":
+            f.unlink()
+
+    reader = duckdb.connect(str(wh.db_path), read_only=True)  # a user's read-only session, held throughout
+    try:
+        assert reader.execute("select count(*) from benchmark_scores").fetchone() == (0,)
+        parallel = _cli("run", "--profile", "quick", "--workers", "2")  # one run: 2 worker processes
+        assert cli.main(["run", "--profile", "quick"]) == 0  # meanwhile, a second run in this process
+        out = parallel.communicate(timeout=480)[0]
+        assert parallel.returncode == 0, out
+        assert ", 0 failed" in out and "lock" not in out.replace("locked by another process", ""), out
+        assert reader.execute("select count(*) from benchmark_scores").fetchone() == (len(BENCHMARKS),)
+    finally:
+        reader.close()
+    _assert_same_rows(_model_rows(wh), serial)
+
+    instance = runner.get_instance()
+    runs = instance.get_runs()
+    assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    pids = {rec.event_log_entry.dagster_event.pid for r in runs
+            for rec in instance.get_records_for_run(r.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS).records}
+    assert len(pids) >= 2  # the work really was spread over processes
+    assert sorted(instance.get_dynamic_partitions("model")) == [MODEL]  # the racing syncs agreed
+
+
+def test_sigkill_mid_write_loses_nothing_and_the_next_run_completes(materialized_study, tmp_path):
+    wh = Warehouse()
+    before = _model_rows(wh)
+    keys = {"model": MODEL, "benchmark": "arc_easy"}  # pretend its stored scores are stale: the next run rewrites them
+    wh.write_partition("benchmark_scores", "quick", keys, wh.read_partition("benchmark_scores", "quick", keys)
+                       .drop(columns=["profile", "created_at"]), "stale")
+    marker = tmp_path / "paused"
+    proc = _cli("run", "--profile", "quick", env={"SIMASSETS_PAUSE_AT": "replace:benchmark_scores",
+                                                  "SIMASSETS_PAUSE_FILE": str(marker)})
+    try:
+        deadline = time.time() + 300
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.time() < deadline, "the run never reached the write"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)  # the new file is complete on disk but not yet renamed into place
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    folder = wh.partition_path("benchmark_scores", "quick", {"model": MODEL, "benchmark": "x"}).parent
+    assert list(folder.glob(".*.tmp")), "the kill should have happened mid-write"
+    # every stored row is intact, and nothing of the half-done partition is visible
+    _assert_same_rows(_model_rows(wh), before)
+    assert wh.fingerprint("benchmark_scores", "quick", keys) == "stale"
+
+    assert cli.main(["run", "--profile", "quick"]) == 0  # the next run completes the partition
+    assert wh.fingerprint("benchmark_scores", "quick", keys) not in (None, "stale")
+    _assert_same_rows(_model_rows(wh), before)
+
+
+def test_a_transient_failure_is_retried_and_progress_is_logged(materialized_study, monkeypatch):
+    import simassets.core.evaluation as evaluation
+    from simassets.defs.evaluation import benchmark_evaluation
+
+    policy = benchmark_evaluation.op.retry_policy
+    assert policy is not None and policy.max_retries == 2  # bounded
+    real, calls = evaluation.evaluate_benchmark, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionResetError("worker lost (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_benchmark", flaky)
+    wh, keys = Warehouse(), {"model": MODEL, "benchmark": "arc_easy"}
+    wh.delete_partitions_where("benchmark", "arc_easy")  # its evaluation must run again (examples too)
+    instance = runner.get_instance()
+    examples = dg.materialize(runner.all_assets(), selection=["benchmark_examples"], partition_key="arc_easy",
+                              instance=instance, resources={"study": StudyResource()})
+    assert examples.success
+    result = dg.materialize(runner.all_assets(), selection=["benchmark_evaluation"],
+                            partition_key=str(dg.MultiPartitionKey(keys)), instance=instance,
+                            resources={"study": StudyResource()})
+    assert result.success and len(calls) == 2
+    assert [e.event_type_value for e in result.all_events].count("STEP_UP_FOR_RETRY") == 1
+    messages = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
+    assert any(f"evaluating {MODEL} on arc_easy" in m for m in messages)
+    assert any(f"model {MODEL}:" in m and "parameters, loaded in" in m for m in messages)
+    assert any(f"evaluated {MODEL} on arc_easy: 6 examples in" in m for m in messages)
+    assert wh.read_partition("benchmark_scores", "quick", keys)["n"].tolist() == [6]
