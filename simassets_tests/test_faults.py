@@ -50,23 +50,44 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
 
 
-def test_parallel_and_simultaneous_runs_match_a_serial_run_while_a_reader_is_open(materialized_study):
-    wh = Warehouse()
-    serial = _model_rows(wh)
-    assert len(serial["benchmark_scores"]) == len(BENCHMARKS)
+def _forget_model_rows(wh: Warehouse, home) -> None:
+    """Delete every model-dependent partition and start from a fresh Dagster instance."""
     gone = wh.delete_partitions_where("model", MODEL)  # every model-dependent partition must be recomputed
     assert len(gone) >= 2 * len(BENCHMARKS)
-    for f in (materialized_study / "dagster_home").iterdir():  # a fresh instance: both runs create and sync it
+    for f in (home / "dagster_home").iterdir():  # a fresh instance: the runs create and sync it
         if f.is_dir():
             shutil.rmtree(f)
         elif f.name != "dagster.yaml":
             f.unlink()
 
+
+def _run_pids(instance) -> set[int]:
+    return {rec.event_log_entry.dagster_event.pid for r in instance.get_runs()
+            for rec in instance.get_records_for_run(r.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS).records}
+
+
+def test_parallel_and_simultaneous_runs_match_a_serial_run_while_a_reader_is_open(materialized_study):
+    wh = Warehouse()
+    serial = _model_rows(wh)
+    assert len(serial["benchmark_scores"]) == len(BENCHMARKS)
+
     reader = duckdb.connect(str(wh.db_path), read_only=True)  # a user's read-only session, held throughout
     try:
+        # 1. a run with 2 worker processes, alone: the work is spread over both processes
+        _forget_model_rows(wh, materialized_study)
         assert reader.execute("select count(*) from benchmark_scores").fetchone() == (0,)
-        parallel = _cli("run", "--profile", "quick", "--workers", "2")  # one run: 2 worker processes
-        assert cli.main(["run", "--profile", "quick"]) == 0  # meanwhile, a second run in this process
+        parallel = _cli("run", "--profile", "quick", "--workers", "2")
+        out = parallel.communicate(timeout=480)[0]
+        assert parallel.returncode == 0 and ", 0 failed" in out, out
+        instance = runner.get_instance()
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs())
+        assert len(_run_pids(instance)) >= 2  # the work really was spread over processes
+        _assert_same_rows(_model_rows(wh), serial)
+
+        # 2. two runs at once (the parallel one in a subprocess, a serial one in this process): both succeed
+        _forget_model_rows(wh, materialized_study)
+        parallel = _cli("run", "--profile", "quick", "--workers", "2")
+        assert cli.main(["run", "--profile", "quick"]) == 0
         out = parallel.communicate(timeout=480)[0]
         assert parallel.returncode == 0, out
         assert ", 0 failed" in out and "lock" not in out.replace("locked by another process", ""), out
@@ -74,13 +95,8 @@ def test_parallel_and_simultaneous_runs_match_a_serial_run_while_a_reader_is_ope
     finally:
         reader.close()
     _assert_same_rows(_model_rows(wh), serial)
-
     instance = runner.get_instance()
-    runs = instance.get_runs()
-    assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    pids = {rec.event_log_entry.dagster_event.pid for r in runs
-            for rec in instance.get_records_for_run(r.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS).records}
-    assert len(pids) >= 2  # the work really was spread over processes
+    assert instance.get_runs() and all(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs())
     assert sorted(instance.get_dynamic_partitions("model")) == [MODEL]  # the racing syncs agreed
 
 
