@@ -39,7 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     changes = runner.sync_partitions(instance, catalog, registry, wh)
     if changes:
         print("partitions synced:", "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.items()))
-    steps = runner.plan(catalog, args.profile, models)
+    steps = runner.plan(catalog, args.profile, models, experiments=args.experiments)
     print(f"simassets run --profile {args.profile}: {len(catalog.corpora_for(args.profile))} corpora, "
           f"{len(catalog.benchmarks_for(args.profile))} benchmarks, models {models}; {len(steps)} steps; "
           f"warehouse {wh.home}")
@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=("quick", "full"), default="quick")
     run.add_argument("--model", action="append", help="only these registered models (repeatable)")
     run.add_argument("--verbose", action="store_true", help="keep the libraries' progress bars")
+    run.add_argument("--experiments", action="store_true",
+                     help="also run the training interventions: unlearning attribution and fine-tuning (slow on CPU)")
     run.add_argument("--workers", type=int, default=int(os.environ.get("SIMASSETS_WORKERS", "1")),
                      help="worker processes (default 1, or $SIMASSETS_WORKERS); torch threads are split between them")
     run.set_defaults(func=_cmd_run)

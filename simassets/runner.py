@@ -44,12 +44,15 @@ def all_assets() -> list:
     from simassets.defs.similarity import embedding_similarity
     from simassets.defs.studies import correlations, measure_agreement, measure_registry, per_example_analysis
     from simassets.defs.model_similarity import corpus_perplexity, model_similarity
+    from simassets.defs.attribution import attribution_analysis, unlearning_runs
+    from simassets.defs.interventions import alignment_vs_loss, finetune_runs
     from simassets.defs.task2vec import benchmark_task2vec, corpus_task2vec, task2vec_alignment
     from simassets.defs.text_similarity import text_similarity
 
     return [corpus_documents, corpus_embeddings, corpus_task2vec, benchmark_examples, benchmark_embeddings,
             benchmark_task2vec, embedding_similarity, text_similarity, task2vec_alignment, benchmark_evaluation,
-            model_similarity, corpus_perplexity, measure_registry, correlations, measure_agreement, per_example_analysis]
+            model_similarity, corpus_perplexity, measure_registry, correlations, measure_agreement, per_example_analysis,
+            unlearning_runs, attribution_analysis, finetune_runs, alignment_vs_loss]
 
 
 def freshness_functions() -> dict[str, Callable]:
@@ -62,6 +65,8 @@ def freshness_functions() -> dict[str, Callable]:
     from simassets.defs.studies import (correlations_freshness, measure_agreement_freshness,
                                         measure_registry_freshness, per_example_analysis_freshness)
     from simassets.defs.model_similarity import corpus_perplexity_freshness, model_similarity_freshness
+    from simassets.defs.attribution import attribution_analysis_freshness, unlearning_runs_freshness
+    from simassets.defs.interventions import alignment_vs_loss_freshness, finetune_runs_freshness
     from simassets.defs.task2vec import (benchmark_task2vec_freshness, corpus_task2vec_freshness,
                                          task2vec_alignment_freshness)
     from simassets.defs.text_similarity import text_similarity_freshness
@@ -73,6 +78,8 @@ def freshness_functions() -> dict[str, Callable]:
         "benchmark_evaluation": benchmark_evaluation_freshness, "model_similarity": model_similarity_freshness,
         "corpus_perplexity": corpus_perplexity_freshness, "corpus_task2vec": corpus_task2vec_freshness,
         "benchmark_task2vec": benchmark_task2vec_freshness, "task2vec_alignment": task2vec_alignment_freshness,
+        "unlearning_runs": unlearning_runs_freshness, "attribution_analysis": attribution_analysis_freshness,
+        "finetune_runs": finetune_runs_freshness, "alignment_vs_loss": alignment_vs_loss_freshness,
         "measure_registry": measure_registry_freshness, "correlations": correlations_freshness,
         "measure_agreement": measure_agreement_freshness, "per_example_analysis": per_example_analysis_freshness,
     }
@@ -152,8 +159,12 @@ class RunReport:
     seconds: float = 0.0
 
 
-def plan(catalog, profile: str, model_ids: Sequence[str]) -> list[Step]:
-    """Every (assets, partition) step of a profile's study, in dependency order."""
+def plan(catalog, profile: str, model_ids: Sequence[str], experiments: bool = False) -> list[Step]:
+    """Every (assets, partition) step of a profile's study, in dependency order.
+
+    ``experiments`` adds the training interventions: unlearning each corpus from each model (attribution)
+    and fine-tuning on each corpus (alignment vs loss) -- each about 20 minutes of CPU in the quick profile.
+    """
     corpora = [c.name for c in catalog.corpora_for(profile)]
     benches = [b.name for b in catalog.benchmarks_for(profile)]
     steps = [Step(("corpus_documents", "corpus_embeddings", "corpus_task2vec"), c, c) for c in corpora]
@@ -167,6 +178,13 @@ def plan(catalog, profile: str, model_ids: Sequence[str]) -> list[Step]:
     from simassets.core.studies import load_studies
     from simassets.defs.studies import STUDY_ASSETS
 
+    if experiments:
+        steps += [Step(("unlearning_runs",), dg.MultiPartitionKey({"model": m, "corpus": c}), f"unlearn {c} from {m}")
+                  for m in model_ids for c in corpora]
+        steps.append(Step(("attribution_analysis",), None, "attribution"))
+        steps += [Step(("finetune_runs",), dg.MultiPartitionKey({"model": m, "corpus": c}), f"finetune {m} on {c}")
+                  for m in model_ids for c in corpora]
+        steps.append(Step(("alignment_vs_loss",), None, "interventions"))
     steps.append(Step(("measure_registry",), None, "measures"))
     steps += [Step(STUDY_ASSETS, s, f"study {s}") for s in load_studies(catalog)]
     return steps

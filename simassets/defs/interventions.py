@@ -1,0 +1,265 @@
+"""Training interventions: fine-tune each model on each training corpus for the same token budget, measure
+every target's loss before and after, and ask whether corpus-target alignment predicts it.
+
+The experiment lives in :mod:`simassets.core.finetune`; this module picks the per-profile setup (targets,
+positive controls, budget), reads the warehouse and writes ``finetune_runs`` + ``finetune_eval`` (per
+(model, corpus) partition) and ``alignment_vs_loss`` (profile-wide) with the scatter plot.
+``SIMASSETS_TRAINING_MODE`` (``full`` | ``lora``) applies as for unlearning.
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.metadata import version
+
+import dagster as dg
+import pandas as pd
+
+from simassets.core import plots
+from simassets.core.finetune import FinetuneConfig, Target
+from simassets.core.hashing import canonical_json, sha256_text
+from simassets.core.measures.task2vec import Task2VecParams
+from simassets.core.training import TrainConfig
+from simassets.defs.attribution import FiguresFreshness, training_mode, with_run_settings
+from simassets.defs.benchmarks import benchmark_examples
+from simassets.defs.common import Freshness, partition_fingerprint, skipped, table_md, upstream_fingerprint
+from simassets.defs.corpora import corpus_documents
+from simassets.defs.partitions import keys_of, model_corpus_partitions
+from simassets.defs.resources import StudyResource
+
+CODE_VERSION = "1"
+ANALYSIS_CODE_VERSION = "1"
+BENCHMARK, HELDOUT = "benchmark:", "heldout:"
+
+
+@dataclass(frozen=True)
+class InterventionSetup:
+    """Per profile: the fine-tuning run, the targets, the declared positive controls and the alignment sizes."""
+
+    finetune: FinetuneConfig
+    targets: tuple[str, ...]  # "benchmark:NAME" (rendered input + gold continuation) | "heldout:CORPUS"
+    positive_controls: tuple[tuple[str, str], ...] = ()  # (training corpus, target) pairs allowed to overlap
+    heldout_fraction: float = 0.2  # share of a corpus sample held out as its target (removed from all training data)
+    heldout_max_length: int = 128  # tokens scored per held-out document
+    task2vec: Task2VecParams = field(default_factory=Task2VecParams)
+    gzip_pairs: int = 300
+    methods: tuple[str, ...] = ("pearson", "spearman")
+    n_boot: int = 1000
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "finetune": self.finetune.as_dict()}
+
+
+SETUP = {
+    # quick: 12 steps of 4 x 128 tokens (6,144 tokens) per corpus, 4 targets measured before and after only
+    "quick": InterventionSetup(
+        FinetuneConfig(TrainConfig(lr=1e-4, seq_len=128, batch_size=4), token_budget=6144, eval_points=0),
+        targets=("benchmark:arc_easy", "benchmark:lambada_openai", "benchmark:pubmed_qa_labeled", "heldout:c4_en"),
+        positive_controls=(("pubmed_abstracts", "benchmark:pubmed_qa_labeled"),), n_boot=500),
+    "full": InterventionSetup(
+        FinetuneConfig(TrainConfig(lr=3e-5, seq_len=256, batch_size=8), token_budget=262_144, eval_points=4),
+        targets=("benchmark:arc_easy", "benchmark:arc_challenge", "benchmark:lambada_openai", "benchmark:boolq",
+                 "benchmark:hellaswag", "benchmark:pubmed_qa_labeled", "benchmark:mmlu_high_school_biology",
+                 "heldout:c4_en", "heldout:wikitext2"),
+        positive_controls=(("pubmed_abstracts", "benchmark:pubmed_qa_labeled"),), heldout_max_length=256,
+        task2vec=Task2VecParams(n_batches=8), gzip_pairs=1000),
+}
+
+
+def profile_setup(study: StudyResource) -> InterventionSetup:
+    """The profile's setup with its seed, training mode and device; targets the profile lacks are dropped."""
+    base = SETUP[study.profile_name]
+    seed = study.profile_spec().seed
+    cat, profile = study.catalog(), study.profile_name
+    have = {BENCHMARK + b.name for b in cat.benchmarks_for(profile)} | {HELDOUT + c.name for c in cat.corpora_for(profile)}
+    ft = dataclasses.replace(base.finetune, train=with_run_settings(base.finetune.train, seed))
+    return dataclasses.replace(base, finetune=ft, targets=tuple(t for t in base.targets if t in have),
+                               task2vec=dataclasses.replace(base.task2vec, seed=seed))
+
+
+def _target_sources(study: StudyResource, setup: InterventionSetup) -> dict[str, str]:
+    """Target -> fingerprint of the partition its texts come from."""
+    wh, profile = study.warehouse(), study.profile_name
+    return {t: upstream_fingerprint(wh, *(("benchmark_examples", profile, {"benchmark": t.removeprefix(BENCHMARK)})
+                                         if t.startswith(BENCHMARK) else
+                                         ("corpus_documents", profile, {"corpus": t.removeprefix(HELDOUT)})))
+            for t in setup.targets}
+
+
+def build_targets(study: StudyResource, setup: InterventionSetup) -> tuple[list[Target], set[str]]:
+    """The targets' texts and the sha256 of every held-out text (removed from all training corpora)."""
+    from simassets.core.finetune import heldout_split
+
+    wh, profile, seed = study.warehouse(), study.profile_name, study.profile_spec().seed
+    targets, held = [], set()
+    for name in setup.targets:
+        if name.startswith(BENCHMARK):
+            ex = wh.read_partition("benchmark_examples", profile, {"benchmark": name.removeprefix(BENCHMARK)})
+            targets.append(Target(name, tuple(ex["input_text"] + ex["target_text"])))
+        else:
+            docs = wh.read_partition("corpus_documents", profile, {"corpus": name.removeprefix(HELDOUT)})["text"].tolist()
+            _, out = heldout_split(docs, setup.heldout_fraction, seed)
+            held |= {sha256_text(t) for t in out}
+            targets.append(Target(name, tuple(out), max_length=setup.heldout_max_length))
+    return targets, held
+
+
+def finetune_runs_freshness(study: StudyResource, partition_key: str) -> Freshness:
+    from simassets.core.finetune import smallest_model
+    from simassets.core.models import model_fingerprint, models_for_profile
+
+    keys = keys_of(model_corpus_partitions, partition_key)
+    profile, wh = study.profile_name, study.warehouse()
+    registry = study.models()
+    if keys["model"] not in registry:
+        raise dg.Failure(f"model {keys['model']!r} is not in the registry {study.catalog_path / 'models.toml'}")
+    setup = profile_setup(study)
+    probe = smallest_model(models_for_profile(registry, profile))
+    fp = partition_fingerprint(
+        "finetune_runs", CODE_VERSION, setup=setup.as_dict(), mode=training_mode(), targets=_target_sources(study, setup),
+        corpus=upstream_fingerprint(wh, "corpus_documents", profile, {"corpus": keys["corpus"]}),
+        model=model_fingerprint(registry[keys["model"]]), probe=[probe.id, model_fingerprint(probe)],
+        versions={p: version(p) for p in ("torch", "transformers")})
+    return Freshness(("finetune_runs", "finetune_eval"), keys, fp)
+
+
+@lru_cache(maxsize=64)
+def _base_loss(spec, target: Target, batch_size: int, device: str) -> tuple[float, int]:
+    """A target's (loss, tokens) under an untouched registered model, once per process (every corpus run shares it)."""
+    from simassets.core.finetune import target_loss
+    from simassets.core.models import load_causal_lm
+
+    loaded = load_causal_lm(spec, device=device)
+    return target_loss(loaded.model, loaded.tokenizer, target, batch_size)
+
+
+def _alignment(study: StudyResource, setup: InterventionSetup, probe, corpus_texts: list[str], target: Target) -> dict:
+    from simassets.core.measures.compression import gzip_alignment
+    from simassets.core.measures.task2vec import Task2VecCache, alignment_coefficient
+
+    cache = Task2VecCache(study.cache_dir / "task2vec")
+    embs_c = cache.embeddings(probe.model, probe.tokenizer, corpus_texts, setup.task2vec, probe.fingerprint)
+    embs_t = cache.embeddings(probe.model, probe.tokenizer, list(target.texts), setup.task2vec, probe.fingerprint)
+    a = alignment_coefficient(embs_c, embs_t)
+    g = gzip_alignment(list(target.texts), corpus_texts, n_pairs=setup.gzip_pairs, seed=setup.task2vec.seed)
+    return {"task2vec_alignment": a.value, "task2vec_ci_low": a.ci_low, "task2vec_ci_high": a.ci_high,
+            "gzip_alignment": g["gzip_alignment"]}
+
+
+@dg.asset(
+    partitions_def=model_corpus_partitions,
+    deps=[dg.AssetDep(corpus_documents, partition_mapping=dg.AllPartitionMapping()),
+          dg.AssetDep(benchmark_examples, partition_mapping=dg.AllPartitionMapping())],
+    group_name="interventions",
+    kinds={"pytorch", "parquet"},
+    code_version=CODE_VERSION,
+    pool="model",
+)
+def finetune_runs(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
+    """Fine-tune a fresh copy of one model on one training corpus for the profile's token budget (seeded data order, the same budget for every corpus), after refusing targets the corpus overlaps (13-gram guard, unless a declared positive control); each target's loss before, during and after, and the corpus-target alignment (Task2Vec under the probe model, gzip)."""
+    from simassets.core.finetune import ContaminationError, finetune, overlap_guard, smallest_model
+    from simassets.core.models import load_causal_lm, models_for_profile
+
+    fresh = finetune_runs_freshness(study, context.partition_key)
+    keys, fp, profile, wh = fresh.keys, fresh.fingerprint, study.profile_name, study.warehouse()
+    if fresh.fresh(wh, profile):
+        return skipped(context, wh, "finetune_runs", profile, keys, fp)
+    model_id, corpus = keys["model"], keys["corpus"]
+    setup, registry = profile_setup(study), study.models()
+    cfg, device = setup.finetune, setup.finetune.train.device
+    targets, held = build_targets(study, setup)
+    texts = [t for t in wh.read_partition("corpus_documents", profile, {"corpus": corpus})["text"] if sha256_text(t) not in held]
+    verdicts, refused = {}, {}
+    for t in targets:
+        try:
+            verdicts[t.name] = overlap_guard(t, corpus, texts, positive_control=(corpus, t.name) in setup.positive_controls)
+        except ContaminationError as exc:
+            refused[t.name] = str(exc)
+            context.log.warning(str(exc))
+    allowed = [t for t in targets if t.name not in refused]
+    spec = registry[model_id]
+    loaded = load_causal_lm(spec, device=device)
+    base = {t.name: _base_loss(spec, t, cfg.eval_batch_size, device) for t in allowed}
+    before = {name: loss for name, (loss, _) in base.items()}
+    res = finetune(loaded.model, loaded.tokenizer, texts, allowed, cfg, before=before) if allowed else None
+    probe_spec = smallest_model(models_for_profile(registry, profile))
+    probe = load_causal_lm(probe_spec, device=device)
+    params = canonical_json({"setup": setup.as_dict(), "mode": training_mode(), "model_fingerprint": loaded.fingerprint,
+                             "probe_fingerprint": probe.fingerprint, "heldout_removed": len(held)})
+    rows = []
+    for t in targets:
+        ok = res is not None and t.name in before
+        curve = res.target_curves[t.name] if ok else []
+        b, a = (curve[0][1], curve[-1][1]) if ok else (math.nan, math.nan)
+        v = verdicts.get(t.name)
+        rows.append({"model": model_id, "corpus": corpus, "target": t.name, "status": "evaluated" if ok else "refused",
+                     "positive_control": (corpus, t.name) in setup.positive_controls,
+                     "contaminated_fraction_13": v.contaminated_fraction if v else math.nan,
+                     "loss_before": b, "loss_after": a, "delta_loss": a - b, "ppl_before": math.exp(b), "ppl_after": math.exp(a),
+                     "n_tokens": base[t.name][1] if ok else 0,
+                     "curve_steps": [s for s, _ in curve], "curve_loss": [x for _, x in curve],
+                     **_alignment(study, setup, probe, texts, t), "probe": probe_spec.id, "note": refused.get(t.name, ""),
+                     "params": params})
+    ev = pd.DataFrame(rows)
+    run = pd.DataFrame([{
+        "model": model_id, "corpus": corpus, "status": "trained" if res else "refused", "targets": [t.name for t in targets],
+        "refused_targets": sorted(refused), "steps": res.steps if res else 0, "tokens": res.tokens if res else 0,
+        "blocks": res.blocks if res else 0, "epochs": res.steps * cfg.train.batch_size / res.blocks if res else 0.0,
+        "train_seconds": res.train_seconds if res else 0.0, "seconds": res.seconds if res else 0.0,
+        "tokens_per_second": res.tokens_per_second if res else math.nan,
+        "trainable_parameters": res.trainable_parameters if res else 0, "train_loss": res.train_curve if res else [],
+        "model_fingerprint": loaded.fingerprint, "params": params}])
+    for name, df in (("finetune_eval", ev), ("finetune_runs", run)):
+        wh.write_partition(name, profile, keys, df[[c for c, _, _ in wh.table(name).columns if c not in ("profile", "created_at")]], fp)
+    return dg.MaterializeResult(
+        metadata={"status": run["status"].iloc[0], "steps": int(run["steps"].iloc[0]), "tokens": int(run["tokens"].iloc[0]),
+                  "tokens_per_second": round(float(run["tokens_per_second"].iloc[0]), 1),
+                  "seconds": round(float(run["seconds"].iloc[0]), 1), "refused": dg.MetadataValue.json(refused),
+                  "targets": table_md(ev[["target", "status", "contaminated_fraction_13", "loss_before", "loss_after", "delta_loss",
+                                          "task2vec_alignment", "gzip_alignment"]]),
+                  "fingerprint": fp[:16]},
+        data_version=dg.DataVersion(fp),
+    )
+
+
+def alignment_vs_loss_freshness(study: StudyResource, partition_key: str | None = None) -> Freshness:
+    from simassets.core.models import models_for_profile
+
+    wh, profile = study.warehouse(), study.profile_name
+    runs = {f"{m.id}|{c.name}": wh.fingerprint("finetune_eval", profile, {"model": m.id, "corpus": c.name})
+            for m in models_for_profile(study.models(), profile) for c in study.catalog().corpora_for(profile)}
+    setup = SETUP[profile]
+    fp = partition_fingerprint("alignment_vs_loss", ANALYSIS_CODE_VERSION, runs=runs, methods=setup.methods,
+                               n_boot=setup.n_boot, seed=study.profile_spec().seed)
+    return FiguresFreshness(("alignment_vs_loss",), {}, fp)
+
+
+@dg.asset(deps=[finetune_runs], group_name="interventions", kinds={"scipy", "parquet"}, code_version=ANALYSIS_CODE_VERSION)
+def alignment_vs_loss(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
+    """Across the fine-tuning runs of the profile: correlation (r, r², p, bootstrap CI, least-squares line) of corpus-target alignment (Task2Vec, gzip) with the target's loss after training and its change, per model, per target and pooled, with and without positive controls; scatter plot with fit lines."""
+    from simassets.core.finetune import alignment_loss_table, alignment_scatter
+
+    fresh = alignment_vs_loss_freshness(study)
+    fp, profile, wh, seed = fresh.fingerprint, study.profile_name, study.warehouse(), study.profile_spec().seed
+    if fresh.fresh(wh, profile):
+        return skipped(context, wh, "alignment_vs_loss", profile, {}, fp)
+    ev = wh.query("select * from finetune_eval where profile = ? and status = 'evaluated'", [profile])
+    if ev.empty:
+        raise dg.Failure("no evaluated finetune_runs for this profile yet", allow_retries=False)
+    setup = SETUP[profile]
+    corr = alignment_loss_table(ev, setup.methods, setup.n_boot, seed)
+    out = plots.plots_dir(study.home_path, profile, "interventions")
+    figures = [alignment_scatter(ev[ev["model"] == m], corr[corr["model"] == m], out / f"alignment_vs_loss_{plots.safe_name(m)}.png",
+                                 f"{m}: target loss after training on a corpus vs corpus-target alignment")
+               for m in sorted(ev["model"].unique())]
+    params = canonical_json({"methods": setup.methods, "n_boot": setup.n_boot, "seed": seed})
+    cols = [c for c, _, _ in wh.table("alignment_vs_loss").columns if c not in ("profile", "created_at")]
+    wh.write_partition("alignment_vs_loss", profile, {}, corr.assign(params=params)[cols], fp, info={"plots": [str(f) for f in figures]})
+    pooled = corr[(corr["target"] == "*") & (corr["subset"] == "clean")]
+    return dg.MaterializeResult(
+        metadata={"pairs": len(ev), "pooled": table_md(pooled[["model", "measure", "loss", "method", "n", "r", "r2", "p", "ci_low", "ci_high"]], 20),
+                  "plots": dg.MetadataValue.md(plots.image_markdown(figures)), "plot_dir": dg.MetadataValue.path(str(out)),
+                  "fingerprint": fp[:16]},
+        data_version=dg.DataVersion(fp),
+    )
