@@ -55,6 +55,17 @@ language = "et"
 """
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a test module: tiny models on a shared 2-core machine run several times faster."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     from simassets.core.testing import make_tiny_causal_lm
