@@ -15,7 +15,7 @@ from simassets.core.finetune import FinetuneConfig, Target  # noqa: E402
 from simassets.core.measures.task2vec import Task2VecParams  # noqa: E402
 from simassets.core.training import TrainConfig  # noqa: E402
 from simassets.core.unlearning import STOP_RULES, UnlearnConfig  # noqa: E402
-from simassets_tests.test_training import one_thread  # noqa: E402,F401  (fixture)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for this module
 
 MODEL, CORPORA, BENCHES = "tiny-llama", ("c4_en", "pubmed_abstracts"), ("arc_easy", "lambada_openai")
 

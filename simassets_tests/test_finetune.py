@@ -11,7 +11,9 @@ torch = pytest.importorskip("torch")
 
 from simassets.core import finetune as F  # noqa: E402
 from simassets.core.training import TrainConfig  # noqa: E402
-from simassets_tests.test_training import A, B, cyclic, one_thread, tiny  # noqa: E402,F401  (fixtures)
+from simassets_tests.test_training import A, B, cyclic, tiny  # noqa: E402,F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for this module
 
 CFG = F.FinetuneConfig(train=TrainConfig(lr=1e-2, seq_len=32, batch_size=4, seed=0), token_budget=300, eval_points=1)
 

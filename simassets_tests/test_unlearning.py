@@ -10,7 +10,9 @@ torch = pytest.importorskip("torch")
 
 from simassets.core import unlearning as U  # noqa: E402
 from simassets.core.training import BatchStream, TrainConfig, Trainer, fresh_copy, pack_texts  # noqa: E402
-from simassets_tests.test_training import A, B, cyclic, one_thread, tiny  # noqa: E402,F401  (fixtures)
+from simassets_tests.test_training import A, B, cyclic, tiny  # noqa: E402,F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for this module
 
 TARGET = [cyclic(A, i) for i in range(4)]
 RETAIN = [cyclic(B, i) for i in range(4)]
