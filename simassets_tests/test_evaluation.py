@@ -99,6 +99,34 @@ def test_gold_loglik_matches_a_direct_forward_pass(tiny, results):
             assert e.gold_n_tokens == n
 
 
+def test_input_nll_is_read_off_the_evaluation_pass_and_matches_a_direct_one(tiny, results):
+    """Input perplexity needs no pass of its own: the context tokens' NLL (each token after the first given
+    its prefix, GPT-2 adds no BOS) is taken from the rows lm-eval scored, and equals a plain forward pass."""
+    import torch
+
+    model, tokenizer, lm = tiny
+    for fmt in ("mc", "schema", "lm"):
+        res = results[fmt][1]
+        assert res.params["input_nll_extra_passes"] == 0
+        for e in res.examples:
+            ctx = e.input_text.rstrip()  # lm-eval moves trailing spaces to the continuation
+            ids = tokenizer(ctx)["input_ids"]
+            with torch.no_grad():
+                logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+            expected = -float(sum(logprobs[i - 1, ids[i]] for i in range(1, len(ids))))
+            assert e.input_n_tokens == len(ids) - 1
+            assert e.input_nll == pytest.approx(expected, rel=1e-5)
+    # an LM wrapper without the capture falls back to one pass per input, with the same numbers
+    from lm_eval.models.huggingface import HFLM
+
+    plain = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4, max_length=512)
+    spec, first = results["mc"]
+    again = evaluate_benchmark(plain, spec, ROOT, limit=5, seed=SEED)
+    assert again.params["input_nll_extra_passes"] == 5
+    assert [e.input_nll for e in again.examples] == pytest.approx([e.input_nll for e in first.examples], rel=1e-5)
+    assert [e.correct for e in again.examples] == [e.correct for e in first.examples]
+
+
 def test_params_and_repeatability(tiny, results):
     spec, first = results["mc"]
     assert first.params["lm_eval_version"] == "0.4.13"

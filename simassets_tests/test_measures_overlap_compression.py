@@ -51,6 +51,27 @@ def test_gzip_alignment_pairs_reproducible_and_ordered():
         gzip_alignment([], corpus)
 
 
+def test_gzip_alignment_fast_path_equals_gzip_of_the_concatenation():
+    """The copied-deflate-state sizes are byte-for-byte gzip.compress(doc + " " + example)."""
+    import gzip
+
+    corpus = [_sentence(i, 40 + 13 * i) for i in range(7)] + ["", "ünïcode ✓ " * 50]
+    bench = [_sentence(50 + i, 15) for i in range(4)] + [corpus[2][:120], "x"]
+
+    def c(s: str) -> int:
+        return len(gzip.compress(s.encode("utf-8"), compresslevel=9, mtime=0))
+
+    def ref(doc: str, x: str) -> float:  # the module docstring's definition, written out
+        return (c(doc + " " + x) - min(c(doc), c(x))) / max(c(doc), c(x))
+
+    out = gzip_alignment(bench, corpus, n_pairs=len(bench) * len(corpus), seed=0)
+    assert out["docs_per_example"] == len(corpus)  # each example is paired with every document once
+    expected = np.array([np.mean([ref(d, x) for d in corpus]) for x in bench])
+    np.testing.assert_allclose(out["per_example_ncd"], expected, rtol=0, atol=1e-15)
+    assert out["per_example_ncd"][4] < out["per_example_ncd"][:4].min()  # the copied passage is the closest
+    assert ncd(corpus[3], bench[0]) == pytest.approx(ref(corpus[3], bench[0]))
+
+
 def test_normalize_words():
     words = normalize_words("  Hello,\tWORLD!!  don't\n\nU.S. cell-death ")
     assert words == ["hello", "world", "dont", "us", "celldeath"]

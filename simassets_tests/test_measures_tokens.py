@@ -146,3 +146,24 @@ def test_importance_weight_sign_and_measures():
     assert out["kl"] > 0 and 0 < out["js"] < math.log(2)
     same = hn.hashed_ngram_measures(corpus, corpus, n_boot=0)
     assert same["kl"] == pytest.approx(0, abs=1e-12) and same["js"] == pytest.approx(0, abs=1e-12)
+
+
+def test_a_prefeaturized_corpus_gives_the_same_measures():
+    """The asset layer hashes a corpus once and reuses it for every benchmark: same numbers as from texts."""
+    from simassets.core.measures.overlap import build_indexes, overlap_measures
+
+    corpus = ["the cat sat on the mat and the dog sat on the rug today"] * 5 + ["a dog and a cat on a mat"] * 3
+    bench = ["the dog sat on the mat and the dog sat on the rug today", "lattice gauge theory"]
+    a = hn.hashed_ngram_measures(bench, corpus, n_boot=30, seed=4)
+    b = hn.hashed_ngram_measures(bench, hn.featurize(corpus), n_boot=30, seed=4)
+    assert {k for k in a if not isinstance(a[k], np.ndarray) and a[k] != b[k]} == set()
+    np.testing.assert_array_equal(a["log_weight"], b["log_weight"])
+    with pytest.raises(ValueError, match="buckets"):
+        hn.hashed_ngram_measures(bench, hn.featurize(corpus, num_buckets=64))
+    ids = [f"d{i}" for i in range(len(corpus))]
+    direct = overlap_measures(bench, corpus, ns=(8,), corpus_ids=ids)[8]
+    indexed = overlap_measures(bench, build_indexes(corpus, (8, 13), ids), ns=(8,))[8]
+    assert indexed["flagged"].tolist() == direct["flagged"].tolist() == [True, False]
+    assert indexed["evidence_doc_id"] == direct["evidence_doc_id"] == ["d0", None]
+    with pytest.raises(ValueError, match="no corpus index"):
+        overlap_measures(bench, build_indexes(corpus, (13,)), ns=(8,))

@@ -57,6 +57,8 @@ class ExampleResult:
     choice_logliks: tuple[float, ...]
     input_text: str
     target_text: str
+    input_nll: float = float("nan")  # NLL of the input's tokens after the first (lm-eval's encoding), nats
+    input_n_tokens: int = 0  # tokens in input_nll (0: no context, or a one-token context)
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,73 @@ class EvalResult:
     seconds: float
 
 
-def make_lm(model, tokenizer, batch_size: int = 8, max_length: int = 2048):
-    """Wrap an already-loaded transformers causal LM (and its tokenizer) as an lm-eval ``HFLM``."""
-    from lm_eval.models.huggingface import HFLM
+class InputNLLCapture:
+    """The per-token NLL of every row lm-eval scores, kept so that an example's *input* NLL comes from the
+    evaluation's own forward pass (no second pass for input perplexity).
 
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+    A causal row is ``(context_enc + continuation_enc)[:-1]``, right-padded, run without an attention mask;
+    the logits at position t depend only on tokens <= t, so the context's token NLLs are read off any row
+    that starts with the context's encoding.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[tuple[int, ...], Any]] = []  # (token ids, cumulative NLL of tokens 1..)
+
+    def add(self, inps, logits) -> None:
+        import torch
+
+        with torch.no_grad():
+            lf = logits[:, :-1].float()
+            nll = torch.logsumexp(lf, dim=-1) - lf.gather(-1, inps[:, 1:, None]).squeeze(-1)
+            cum = nll.double().cumsum(dim=1).cpu().numpy()
+        self.rows += [(tuple(r), c) for r, c in zip(inps.tolist(), cum)]
+
+    def clear(self) -> None:
+        self.rows.clear()
+
+    def context_nll(self, context_enc: list[int]) -> tuple[float, int] | None:
+        """(sum of NLL, tokens scored) over ``context_enc[1:]``, each token given its prefix; None when
+        no scored row starts with the context (it was truncated from the left)."""
+        n, key = len(context_enc), tuple(context_enc)
+        for row, cum in self.rows:
+            if len(row) >= n and row[:n] == key:
+                return (float(cum[n - 2]) if n >= 2 else 0.0), n - 1
+        return None
+
+
+_SCORING_LM: type | None = None
+
+
+def _scoring_lm_class() -> type:
+    """lm-eval's ``HFLM`` whose model call also feeds an :class:`InputNLLCapture` (built on first use:
+    importing lm-eval is slow)."""
+    global _SCORING_LM
+    if _SCORING_LM is None:
+        from lm_eval.models.huggingface import HFLM
+
+        class ScoringHFLM(HFLM):
+            input_capture: InputNLLCapture | None = None
+
+            def _model_call(self, inps, attn_mask=None, labels=None):
+                logits = super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+                if self.input_capture is not None and attn_mask is None and labels is None:
+                    self.input_capture.add(inps, logits)
+                return logits
+
+        _SCORING_LM = ScoringHFLM
+    return _SCORING_LM
+
+
+def make_lm(model, tokenizer, batch_size: int = 8, max_length: int = 2048):
+    """Wrap an already-loaded transformers causal LM (and its tokenizer) as an lm-eval ``HFLM`` that also
+    records the input NLL of every example it scores (see :class:`InputNLLCapture`)."""
+    return _scoring_lm_class()(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+
+
+def context_encoding(lm, context: str, continuation: str) -> list[int]:
+    """The context tokens lm-eval conditions on for ``(context, continuation)`` (its own encoding rules:
+    trailing whitespace moves to the continuation; BOS only where lm-eval adds it); [] for no context."""
+    return list(lm._encode_pair(context, continuation)[0]) if context else []
 
 
 def continuation_n_tokens(lm, context: str, continuation: str) -> int:
@@ -151,6 +215,30 @@ def _score(spec: BenchmarkSpec, metrics: dict, examples: list[ExampleResult],
     )
 
 
+def _with_input_nll(lm, examples: list[ExampleResult], capture: InputNLLCapture | None) -> tuple[list[ExampleResult], int]:
+    """Fill each example's input NLL from the captured rows; contexts not found there (left-truncated
+    rows, or an LM without a capture) are scored with one extra forward pass over their first
+    ``max_length`` tokens. Returns the examples and the number of extra passes."""
+    import dataclasses
+
+    from simassets.core.measures.model import token_ids_nll
+
+    if not examples or not hasattr(lm, "_encode_pair"):
+        return examples, 0
+    encs = [context_encoding(lm, e.input_text, e.target_text) for e in examples]
+    found = [capture.context_nll(enc) if capture is not None and enc else None for enc in encs]
+    missing = [i for i, (enc, f) in enumerate(zip(encs, found)) if f is None and len(enc) > 1]
+    if missing:
+        max_len = int(getattr(lm, "max_length", 2048))
+        batch = lm.batch_size if isinstance(lm.batch_size, int) and lm.batch_size > 0 else 1
+        scored = token_ids_nll(lm.model, [encs[i][:max_len] for i in missing], batch_size=batch)
+        for i, r in zip(missing, scored):
+            found[i] = (r.nll_sum, r.n_tokens)
+    out = [dataclasses.replace(e, input_nll=f[0], input_n_tokens=f[1]) if f is not None and f[1] > 0 else e
+           for e, f in zip(examples, found)]
+    return out, len(missing)
+
+
 class _DocIds(list):
     """The doc-id list given to lm-eval's ``samples``, with O(1) membership (lm-eval tests
     ``i in samples`` for every doc of the split)."""
@@ -182,8 +270,15 @@ def evaluate_benchmark(lm, spec: BenchmarkSpec, data_root: Path, limit: int | No
     set_torch_seed(seed)
     name = task.config.task
     all_docs = len(ids) == len(task.eval_docs)
-    out = evaluate(lm=lm, task_dict={"tasks": {name: task}, "groups": {}, "group_map": {}},
-                   samples=None if all_docs else {name: _DocIds(ids)}, bootstrap_iters=0, log_samples=True)
+    capture = getattr(lm, "input_capture", None)
+    if hasattr(lm, "input_capture"):
+        lm.input_capture = capture = InputNLLCapture()
+    try:
+        out = evaluate(lm=lm, task_dict={"tasks": {name: task}, "groups": {}, "group_map": {}},
+                       samples=None if all_docs else {name: _DocIds(ids)}, bootstrap_iters=0, log_samples=True)
+    finally:
+        if hasattr(lm, "input_capture"):
+            lm.input_capture = None
     samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
     if [s["doc_id"] for s in samples] != ids:
         raise EvaluationError(f"benchmark {spec.name!r}: lm-eval evaluated docs "
@@ -191,6 +286,7 @@ def evaluate_benchmark(lm, spec: BenchmarkSpec, data_root: Path, limit: int | No
     for ex, s in zip(rendered, samples, strict=True):
         _check_logged(spec, ex, s["arguments"], task)
     examples = [_example(lm, task, ex, s) for ex, s in zip(rendered, samples, strict=True)]
+    examples, input_fallback = _with_input_nll(lm, examples, capture)
     score = _score(spec, out["results"][name], examples, rendered)
     params = {
         "lm_eval_version": version("lm_eval"), "task": name, "output_type": task.OUTPUT_TYPE,
@@ -199,5 +295,7 @@ def evaluate_benchmark(lm, spec: BenchmarkSpec, data_root: Path, limit: int | No
         "max_length": getattr(lm, "max_length", None), "target_delimiter": task.config.target_delimiter,
         "config_source": (task.config.metadata or {}).get("config_source"),
         "model": getattr(getattr(getattr(lm, "model", None), "config", None), "_name_or_path", None),
+        "input_nll": "lm-eval context tokens after the first, from the evaluation's forward pass",
+        "input_nll_extra_passes": input_fallback,
     }
     return EvalResult(score=score, examples=examples, params=params, seconds=time.perf_counter() - start)

@@ -122,6 +122,8 @@ TABLES: dict[str, Table] = {
             ("chosen", pa.int64(), "index of the highest-likelihood choice"),
             ("chosen_loglik", pa.float64(), "its log-likelihood"),
             ("choice_logliks", pa.list_(pa.float64()), "log-likelihood of every choice"),
+            ("input_nll", pa.float64(), "NLL (nats) of the input's tokens after the first, from the evaluation's forward pass"),
+            ("input_n_tokens", pa.int64(), "tokens in input_nll"),
             PARAMS, CREATED,
         )),
         Table("dataset_diversity", "Task2Vec diversity coefficient of each corpus sample and benchmark", (

@@ -15,7 +15,7 @@ from simassets.defs.common import (Freshness, no_retry_on_bad_input, partition_f
 from simassets.defs.partitions import keys_of, model_benchmark_partitions
 from simassets.defs.resources import StudyResource
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # +input NLL of every example from the evaluation pass
 
 
 @lru_cache(maxsize=4)
@@ -88,7 +88,7 @@ def benchmark_evaluation(context: dg.AssetExecutionContext, study: StudyResource
         "model": model_id, "benchmark": bench, "example_id": e.example_id, "correct": e.correct,
         "correct_norm": e.correct_norm, "gold_loglik": e.gold_loglik, "gold_n_tokens": e.gold_n_tokens,
         "chosen": e.chosen, "chosen_loglik": e.chosen_loglik, "choice_logliks": list(e.choice_logliks),
-        "params": params} for e in result.examples])
+        "input_nll": e.input_nll, "input_n_tokens": e.input_n_tokens, "params": params} for e in result.examples])
     s = result.score
     scores = pd.DataFrame([{
         "model": model_id, "benchmark": bench, "category": bspec.category, "language": bspec.language,

@@ -1,5 +1,6 @@
 """Model-based similarity: input/target perplexity, unigram KL with the model's tokenizer, corpus perplexity."""
 
+import json
 from functools import lru_cache
 
 import dagster as dg
@@ -14,11 +15,10 @@ from simassets.defs.evaluation import benchmark_evaluation
 from simassets.defs.partitions import keys_of, model_benchmark_partitions, model_corpus_partitions
 from simassets.defs.resources import StudyResource
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: input perplexity from the evaluation's forward pass
 N_BOOT = {"quick": 200, "full": 1000}
 # corpus perplexity: documents scored per corpus and the tokens kept of each (a seeded prefix of the sample)
 CORPUS_PPL = {"quick": (50, 256), "full": (200, 1024)}
-INPUT_MAX_LENGTH = 2048
 RANGES = {"input_perplexity": (1.0, np.inf), "target_perplexity": (1.0, np.inf), "corpus_perplexity": (1.0, np.inf),
           "unigram_kl": (0.0, np.inf), "unigram_js": (0.0, np.log(2))}
 
@@ -46,35 +46,37 @@ def model_similarity_freshness(study: StudyResource, partition_key: str) -> Fres
                for c in cat.corpora_for(profile)}
     fp = partition_fingerprint(
         "model_similarity", CODE_VERSION, n_boot=N_BOOT[profile], seed=study.profile_spec().seed, corpora=corpora,
-        model=model_fingerprint(study.models()[keys["model"]]), max_length=INPUT_MAX_LENGTH,
+        model=model_fingerprint(study.models()[keys["model"]]),
         results=upstream_fingerprint(wh, "benchmark_scores", profile, keys),
     )
     return Freshness(("example_similarity", "dataset_similarity"), {**keys, "asset": "model_similarity"}, fp)
 
 
-def perplexity_rows(bench: pd.DataFrame, results: pd.DataFrame, nll) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Input perplexity (from a forward pass over the rendered input) and target perplexity (from the
-    evaluation's stored gold log-likelihoods: no second forward pass), per example and per benchmark."""
+def perplexity_rows(bench: pd.DataFrame, results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Input and target perplexity per example and per benchmark, both from the evaluation's stored
+    log-likelihoods (``example_results``): no forward pass of its own. Input perplexity covers the input's
+    tokens after the first (lm-eval's encoding of the context); target perplexity the gold continuation."""
     from simassets.core.measures.model import aggregate_perplexity
 
-    merged = bench[["example_id"]].merge(results[["example_id", "gold_loglik", "gold_n_tokens"]], on="example_id")
-    n_in = np.array([r.n_tokens for r in nll])
-    s_in = np.array([r.nll_sum for r in nll])
+    merged = bench[["example_id"]].merge(
+        results[["example_id", "gold_loglik", "gold_n_tokens", "input_nll", "input_n_tokens"]], on="example_id")
+    n_in = merged["input_n_tokens"].fillna(0).astype(int).to_numpy()
+    s_in = merged["input_nll"].to_numpy(dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         input_ppl = np.where(n_in > 0, np.exp(s_in / np.maximum(n_in, 1)), np.nan)
         target_ppl = np.exp(-merged["gold_loglik"].to_numpy() / merged["gold_n_tokens"].to_numpy())
     examples = pd.concat([
-        pd.DataFrame({"example_id": bench["example_id"].to_numpy(), "measure": "input_perplexity", "value": input_ppl,
+        pd.DataFrame({"example_id": merged["example_id"].to_numpy(), "measure": "input_perplexity", "value": input_ppl,
                       "evidence": [f"{n} tokens" for n in n_in]}),
         pd.DataFrame({"example_id": merged["example_id"].to_numpy(), "measure": "target_perplexity", "value": target_ppl,
                       "evidence": [f"{n} tokens" for n in merged["gold_n_tokens"]]}),
     ], ignore_index=True)
-    agg_in = aggregate_perplexity(s_in.tolist(), n_in.tolist())
+    has_input = n_in > 0
+    agg_in = aggregate_perplexity(s_in[has_input].tolist(), n_in[has_input].tolist()) if has_input.any() else None
     agg_t = aggregate_perplexity((-merged["gold_loglik"]).tolist(), merged["gold_n_tokens"].tolist())
-    dataset = pd.DataFrame([
-        {"measure": "input_perplexity", "value": agg_in.token_weighted, "n": agg_in.n_examples},
-        {"measure": "target_perplexity", "value": agg_t.token_weighted, "n": agg_t.n_examples},
-    ])
+    dataset = pd.DataFrame(  # no input row when no example has an input token to score
+        ([{"measure": "input_perplexity", "value": agg_in.token_weighted, "n": agg_in.n_examples}] if agg_in else [])
+        + [{"measure": "target_perplexity", "value": agg_t.token_weighted, "n": agg_t.n_examples}])
     return examples, dataset
 
 
@@ -90,8 +92,7 @@ def perplexity_rows(bench: pd.DataFrame, results: pd.DataFrame, nll) -> tuple[pd
 )
 @no_retry_on_bad_input
 def model_similarity(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
-    """Per model and benchmark: input perplexity (rendered input) and target perplexity (gold continuation, reused from the evaluation's log-likelihoods), per example and token-weighted per benchmark; and unigram KL (with bootstrap CI) and JS of the benchmark against every corpus sample under the model's tokenizer."""
-    from simassets.core.measures.model import sequence_nll
+    """Per model and benchmark: input perplexity (rendered input) and target perplexity (gold continuation), both read from the evaluation's own forward pass, per example and token-weighted per benchmark; and unigram KL (with bootstrap CI) and JS of the benchmark against every corpus sample under the model's tokenizer."""
     from simassets.core.measures.tokens import encode_texts, unigram_measures
 
     fresh = model_similarity_freshness(study, context.partition_key)
@@ -106,11 +107,15 @@ def model_similarity(context: dg.AssetExecutionContext, study: StudyResource) ->
     bench = wh.read_partition("benchmark_examples", profile, {"benchmark": bench_name})
     results = wh.read_partition("example_results", profile, {"model": model_id, "benchmark": bench_name})
     prof = study.profile_spec()
-    nll = sequence_nll(loaded.model, loaded.tokenizer, bench["input_text"].tolist(), max_length=INPUT_MAX_LENGTH,
-                       batch_size=prof.eval_batch_size)
-    ex, ds = perplexity_rows(bench, results, nll)
-    ppl_params = canonical_json({"model": model_id, "model_fingerprint": loaded.fingerprint, "max_length": INPUT_MAX_LENGTH,
+    if "input_nll" not in results or results["input_nll"].isna().all():
+        raise dg.Failure(f"example_results[{model_id}, {bench_name}] has no input NLL (stored by an older version): "
+                         "re-materialize benchmark_evaluation for this partition")
+    ex, ds = perplexity_rows(bench, results)
+    eval_params = json.loads(results["params"].iloc[0])
+    ppl_params = canonical_json({"model": model_id, "model_fingerprint": loaded.fingerprint,
+                                 "max_length": eval_params.get("max_length"), "dtype": eval_params.get("dtype"),
                                  "dataset_level": "token-weighted exp(sum nll / sum tokens)",
+                                 "input_source": "example_results.input_nll (the evaluation's forward pass)",
                                  "target_source": "example_results.gold_loglik (no extra forward pass)"})
     ex, ds = ex.assign(corpus="", params=ppl_params), ds.assign(corpus="", params=ppl_params)
     bench_ids = encode_texts((bench["input_text"] + bench["target_text"]).tolist(), loaded.tokenizer)
@@ -132,7 +137,8 @@ def model_similarity(context: dg.AssetExecutionContext, study: StudyResource) ->
     wh.write_partition("dataset_similarity", profile, keys, dataset.assign(**common), fp)
     checked = pd.concat([ex[["measure", "value"]].dropna(), dataset[["measure", "value"]]])
     return dg.MaterializeResult(
-        metadata={"examples": len(bench), "forward_passes_added": len(bench), "input_tokens": int(sum(r.n_tokens for r in nll)),
+        metadata={"examples": len(bench), "forward_passes_added": int(eval_params.get("input_nll_extra_passes") or 0),
+                  "input_tokens": int(results["input_n_tokens"].fillna(0).sum()),
                   "dataset_measures": table_md(dataset[["corpus", "measure", "value", "ci_low", "ci_high"]]), "fingerprint": fp[:16]},
         data_version=dg.DataVersion(fp),
         check_results=[finite_in_range_check("model_similarity", checked, RANGES)],

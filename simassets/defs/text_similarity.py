@@ -1,6 +1,8 @@
 """Model-free text similarity of each benchmark to each corpus: hashed n-grams, gzip, n-gram overlap."""
 
 import math
+from collections import OrderedDict
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -14,7 +16,7 @@ from simassets.defs.embeddings import benchmark_text
 from simassets.defs.partitions import corpus_benchmark_partitions, keys_of
 from simassets.defs.resources import StudyResource
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: gzip NCD concatenates doc + " " + example (one deflate per document)
 N_BOOT = {"quick": 200, "full": 1000}
 GZIP_PAIRS = {"quick": 1000, "full": 5000}
 RANGES = {
@@ -36,8 +38,32 @@ def text_similarity_freshness(study: StudyResource, partition_key: str) -> Fresh
     return Freshness(("example_similarity", "dataset_similarity"), {**keys, "asset": "text_similarity"}, fp)
 
 
+OVERLAP_NS = (13, 8)
+_CORPUS_FEATURES: OrderedDict[str, dict[str, Any]] = OrderedDict()  # corpus content fingerprint -> features
+_CORPUS_FEATURES_MAX = 8
+
+
+def corpus_features(corpus: pd.DataFrame, fingerprint: str | None = None) -> dict[str, Any]:
+    """The corpus side of the text measures (hashed uni+bigram counts, n-gram indexes), built once per
+    corpus content in this process: a corpus is compared with every benchmark, so this saves rehashing
+    it for each one. ``fingerprint`` is the stored partition's content fingerprint (no caching without it)."""
+    from simassets.core.measures.hashed_ngrams import featurize
+    from simassets.core.measures.overlap import build_indexes
+
+    if fingerprint and fingerprint in _CORPUS_FEATURES:
+        _CORPUS_FEATURES.move_to_end(fingerprint)
+        return _CORPUS_FEATURES[fingerprint]
+    texts = corpus["text"].tolist()
+    feats = {"hashed": featurize(texts), "overlap": build_indexes(texts, OVERLAP_NS, corpus["doc_id"].tolist())}
+    if fingerprint:
+        _CORPUS_FEATURES[fingerprint] = feats
+        while len(_CORPUS_FEATURES) > _CORPUS_FEATURES_MAX:
+            _CORPUS_FEATURES.popitem(last=False)
+    return feats
+
+
 def text_similarity_rows(bench: pd.DataFrame, corpus: pd.DataFrame, n_boot: int, gzip_pairs: int,
-                         seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+                         seed: int, corpus_fingerprint: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-example and dataset-level rows (measure, value, ...) of the model-free text measures."""
     from simassets.core.measures.compression import gzip_alignment
     from simassets.core.measures.hashed_ngrams import hashed_ngram_measures
@@ -45,12 +71,13 @@ def text_similarity_rows(bench: pd.DataFrame, corpus: pd.DataFrame, n_boot: int,
 
     btexts, ctexts = benchmark_text(bench), corpus["text"].tolist()
     ids = bench["example_id"].to_numpy()
-    hashed = hashed_ngram_measures(btexts, ctexts, n_boot=n_boot, seed=seed)
+    feats = corpus_features(corpus, corpus_fingerprint)
+    hashed = hashed_ngram_measures(btexts, feats["hashed"], n_boot=n_boot, seed=seed)
     gz = gzip_alignment(btexts, ctexts, n_pairs=gzip_pairs, seed=seed)
-    ov = overlap_measures(btexts, ctexts, ns=(13, 8), corpus_ids=corpus["doc_id"].tolist())
+    ov = overlap_measures(btexts, feats["overlap"], ns=OVERLAP_NS)
     hashed_params = canonical_json({k: hashed[k] for k in ("num_buckets", "ngrams", "tokenizer", "hash", "eps", "n_boot", "seed", "ci")}
                                    | {"ci_method": "basic bootstrap over corpus documents"})
-    gz_params = canonical_json({k: gz[k] for k in ("n_pairs", "docs_per_example", "seed", "compresslevel", "separator")})
+    gz_params = canonical_json({k: gz[k] for k in ("n_pairs", "docs_per_example", "seed", "compresslevel", "separator", "order")})
     ex_frames = [
         pd.DataFrame({"example_id": ids, "measure": "importance_log_weight", "value": hashed["log_weight"], "evidence": None, "params": hashed_params}),
         pd.DataFrame({"example_id": ids, "measure": "importance_log_weight_per_feature", "value": hashed["log_weight_per_feature"], "evidence": None, "params": hashed_params}),
@@ -94,7 +121,8 @@ def text_similarity(context: dg.AssetExecutionContext, study: StudyResource) -> 
                                     check_results=[finite_in_range_check("text_similarity", stored[["measure", "value"]], RANGES)])
     bench = wh.read_partition("benchmark_examples", profile, {"benchmark": keys["benchmark"]})
     corpus = wh.read_partition("corpus_documents", profile, {"corpus": keys["corpus"]})
-    examples, dataset = text_similarity_rows(bench, corpus, N_BOOT[profile], GZIP_PAIRS[profile], study.profile_spec().seed)
+    examples, dataset = text_similarity_rows(bench, corpus, N_BOOT[profile], GZIP_PAIRS[profile], study.profile_spec().seed,
+                                             wh.fingerprint("corpus_documents", profile, {"corpus": keys["corpus"]}))
     common = {"corpus": keys["corpus"], "benchmark": keys["benchmark"], "model": ""}
     wh.write_partition("example_similarity", profile, keys, examples.assign(**common), fp)
     wh.write_partition("dataset_similarity", profile, keys, dataset.assign(**common), fp)

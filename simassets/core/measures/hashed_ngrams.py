@@ -121,11 +121,18 @@ def importance_log_weights(bench: DocCounts, corpus: DocCounts, eps: float = DEF
     return {"log_weight": total, "log_weight_per_feature": per_feature, "n_features": n}
 
 
-def hashed_ngram_measures(bench_texts: Sequence[str], corpus_texts: Sequence[str],
+def hashed_ngram_measures(bench_texts: Sequence[str], corpus_texts: Sequence[str] | DocCounts,
                           num_buckets: int = DEFAULT_BUCKETS, eps: float = DEFAULT_EPS, n_boot: int = 0,
                           seed: int = 0, ci: float = DEFAULT_CI) -> dict[str, Any]:
-    """Hashed uni+bigram KL(bench || corpus) (bootstrap CI if ``n_boot`` > 0), JS, and per-example weights."""
-    bench, corpus = featurize(bench_texts, num_buckets), featurize(corpus_texts, num_buckets)
+    """Hashed uni+bigram KL(bench || corpus) (bootstrap CI if ``n_boot`` > 0), JS, and per-example weights.
+
+    ``corpus_texts`` may be given already featurized (``featurize(texts, num_buckets)``), so a corpus
+    compared with many benchmarks is hashed once.
+    """
+    bench = featurize(bench_texts, num_buckets)
+    corpus = corpus_texts if isinstance(corpus_texts, DocCounts) else featurize(corpus_texts, num_buckets)
+    if corpus.dim != num_buckets:
+        raise ValueError(f"the featurized corpus has {corpus.dim} buckets, expected {num_buckets}")
     out = divergence_measures(bench, corpus, eps, n_boot, seed, ci)
     out.update(importance_log_weights(bench, corpus, eps))
     out.update(num_buckets=num_buckets, ngrams=2, tokenizer="wordpunct-lower",

@@ -96,26 +96,42 @@ def sequence_nll(model: Any, tokenizer: Any, texts: Sequence[str], max_length: i
                  batch_size: int = 8) -> list[TokenNLL]:
     """Per-text negative log-likelihood under ``model`` (a loaded transformers causal LM).
 
-    Texts are sorted by token length so each right-padded batch wastes little compute; padding is
-    masked in attention and excluded from the loss; results come back in input order.
+    Texts are encoded by the BOS rule above and scored by :func:`token_ids_nll`.
+    """
+    ids, truncated = encode_for_scoring(tokenizer, texts, max_length)
+    return token_ids_nll(model, ids, pad_id_of(tokenizer), batch_size, truncated)
+
+
+def token_ids_nll(model: Any, ids: Sequence[Sequence[int]], pad_id: int = 0, batch_size: int = 8,
+                  truncated: Sequence[bool] | None = None) -> list[TokenNLL]:
+    """NLL of each token-id sequence: every token after the first, predicted from its prefix.
+
+    Sequences are sorted by length so each right-padded batch wastes little compute, and a batch holds
+    at most ``batch_size`` rows and ``batch_size * 256`` tokens (long rows go in smaller batches: the
+    logits of a batch are rows x length x vocabulary floats); padding is masked in attention and excluded
+    from the loss; results come back in input order.
     """
     import torch
     import torch.nn.functional as F
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    ids, truncated = encode_for_scoring(tokenizer, texts, max_length)
-    # texts with nothing to predict (empty, or one token and no BOS) are not run through the model
+    truncated = list(truncated) if truncated is not None else [False] * len(ids)
+    # sequences with nothing to predict (empty, or one token) are not run through the model
     out: list[TokenNLL | None] = [None if len(s) > 1 else TokenNLL(0.0, 0, t) for s, t in zip(ids, truncated)]
     order = sorted((i for i in range(len(ids)) if out[i] is None), key=lambda i: (-len(ids[i]), i))
     device = next(model.parameters()).device
+    token_budget = batch_size * 256
     was_training = model.training
     model.eval()  # no dropout
     try:
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                input_ids, mask = right_pad([ids[i] for i in chunk], pad_id_of(tokenizer))
+            start = 0
+            while start < len(order):
+                rows = max(1, min(batch_size, token_budget // len(ids[order[start]])))  # longest row first
+                chunk = order[start : start + rows]
+                start += rows
+                input_ids, mask = right_pad([ids[i] for i in chunk], pad_id)
                 input_ids, mask = input_ids.to(device), mask.to(device)
                 logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
                 targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)

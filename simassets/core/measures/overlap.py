@@ -105,9 +105,19 @@ def ngram_overlap(bench_texts: Sequence[str], index: NgramIndex) -> dict[str, An
     }
 
 
-def overlap_measures(bench_texts: Sequence[str], corpus_texts: Sequence[str], ns: Sequence[int] = DEFAULT_NS,
-                     corpus_ids: Sequence[str] | None = None) -> dict[int, dict[str, Any]]:
-    """:func:`ngram_overlap` for each n in ``ns``, the corpus words hashed once."""
+def build_indexes(corpus_texts: Sequence[str], ns: Sequence[int] = DEFAULT_NS,
+                  corpus_ids: Sequence[str] | None = None) -> dict[int, NgramIndex]:
+    """One :class:`NgramIndex` per n in ``ns``, the corpus words normalized and hashed once."""
     ids = _doc_ids(corpus_texts, corpus_ids)
     hashes, doc = hash_token_lists([normalize_words(t) for t in corpus_texts])
-    return {n: ngram_overlap(bench_texts, NgramIndex.from_hashed_words(hashes, doc, n, ids)) for n in ns}
+    return {n: NgramIndex.from_hashed_words(hashes, doc, n, ids) for n in ns}
+
+
+def overlap_measures(bench_texts: Sequence[str], corpus_texts: Sequence[str] | dict[int, NgramIndex],
+                     ns: Sequence[int] = DEFAULT_NS, corpus_ids: Sequence[str] | None = None) -> dict[int, dict[str, Any]]:
+    """:func:`ngram_overlap` for each n in ``ns``; the corpus as texts or as prebuilt :func:`build_indexes`."""
+    indexes = corpus_texts if isinstance(corpus_texts, dict) else build_indexes(corpus_texts, ns, corpus_ids)
+    missing = [n for n in ns if n not in indexes]
+    if missing:
+        raise ValueError(f"no corpus index for n = {missing}")
+    return {n: ngram_overlap(bench_texts, indexes[n]) for n in ns}

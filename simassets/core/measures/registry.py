@@ -137,8 +137,8 @@ register(MeasureSpec(
 # ------------------------------------------------------------------ model family
 register(MeasureSpec(
     name="input_perplexity", family="model", levels=("example", "dataset"), direction=-1, needs_model=True,
-    description="Perplexity of the rendered benchmark input under the model (a forward pass); the dataset value is token-weighted.",
-    formula="exp(sum_i nll_i / sum_i n_i) over input tokens", params={"max_length": 2048, "bos": "prepended when the tokenizer has one"},
+    description="Perplexity of the rendered benchmark input under the model: its tokens as lm-eval encodes the context, each after the first predicted from its prefix, read from the evaluation's own forward pass (no extra pass); the dataset value is token-weighted.",
+    formula="exp(sum_i nll_i / sum_i n_i) over input tokens 2..n", params={"source": "example_results.input_nll", "bos": "only where lm-eval adds it (e.g. Gemma)"},
 ))
 register(MeasureSpec(
     name="target_perplexity", family="model", levels=("example", "dataset"), direction=-1, needs_model=True,
