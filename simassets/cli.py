@@ -39,10 +39,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     changes = runner.sync_partitions(instance, catalog, registry, wh)
     if changes:
         print("partitions synced:", "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.items()))
-    steps = runner.plan(catalog, args.profile, models, experiments=args.experiments)
-    print(f"simassets run --profile {args.profile}: {len(catalog.corpora_for(args.profile))} corpora, "
-          f"{len(catalog.benchmarks_for(args.profile))} benchmarks, models {models}; {len(steps)} steps; "
-          f"warehouse {wh.home}")
+    try:
+        steps = runner.plan(catalog, args.profile, models, experiments=args.experiments, study=args.study,
+                            skip=args.skip or ())
+    except (CatalogError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    scope = f"study {args.study}" if args.study else (f"{len(catalog.corpora_for(args.profile))} corpora, "
+                                                      f"{len(catalog.benchmarks_for(args.profile))} benchmarks")
+    print(f"simassets run --profile {args.profile}: {scope}, models {models}; {len(steps)} steps"
+          + (f" (skipping {', '.join(args.skip)})" if args.skip else "") + f"; warehouse {wh.home}")
     study = StudyResource(profile=args.profile)
     report = (runner.execute_parallel(steps, study, args.workers) if args.workers > 1
               else runner.execute(steps, instance, {"study": study}))
@@ -143,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="keep the libraries' progress bars")
     run.add_argument("--experiments", action="store_true",
                      help="also run the training interventions: unlearning attribution and fine-tuning (slow on CPU)")
+    run.add_argument("--study", help="only what this declared study needs (its benchmarks, corpora, models, study assets)")
+    run.add_argument("--skip", action="append", metavar="ASSET", help="leave this asset out (repeatable)")
     run.add_argument("--workers", type=int, default=int(os.environ.get("SIMASSETS_WORKERS", "1")),
                      help="worker processes (default 1, or $SIMASSETS_WORKERS); torch threads are split between them")
     run.set_defaults(func=_cmd_run)

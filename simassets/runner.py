@@ -159,14 +159,28 @@ class RunReport:
     seconds: float = 0.0
 
 
-def plan(catalog, profile: str, model_ids: Sequence[str], experiments: bool = False) -> list[Step]:
+def plan(catalog, profile: str, model_ids: Sequence[str], experiments: bool = False, study: str | None = None,
+         skip: Sequence[str] = ()) -> list[Step]:
     """Every (assets, partition) step of a profile's study, in dependency order.
 
     ``experiments`` adds the training interventions: unlearning each corpus from each model (attribution)
     and fine-tuning on each corpus (alignment vs loss) -- each about 20 minutes of CPU in the quick profile.
+    ``study`` keeps only what one declared study needs (its benchmarks, corpora and models, and its own
+    study assets); ``skip`` leaves the named assets out (e.g. an expensive measure you do not need now).
     """
+    from simassets.core.studies import get_study, load_studies
+
     corpora = [c.name for c in catalog.corpora_for(profile)]
     benches = [b.name for b in catalog.benchmarks_for(profile)]
+    studies = list(load_studies(catalog))
+    if study is not None:
+        spec = get_study(catalog, study)
+        corpora, benches, studies = spec.select_corpora(catalog, profile), spec.select_benchmarks(catalog, profile), [study]
+        model_ids = [m for m in model_ids if not spec.models or m in spec.models]
+    known = {a.key.to_user_string() for a in all_assets()}
+    unknown = sorted(set(skip) - known)
+    if unknown:
+        raise ValueError(f"cannot skip unknown asset(s) {unknown}; assets: {sorted(known)}")
     steps = [Step(("corpus_documents", "corpus_embeddings", "corpus_task2vec"), c, c) for c in corpora]
     steps += [Step(("benchmark_examples", "benchmark_embeddings", "benchmark_task2vec"), b, b) for b in benches]
     steps += [Step(CORPUS_BENCHMARK_ASSETS, dg.MultiPartitionKey({"corpus": c, "benchmark": b}), f"{c} x {b}")
@@ -175,7 +189,6 @@ def plan(catalog, profile: str, model_ids: Sequence[str], experiments: bool = Fa
               for m in model_ids for b in benches]
     steps += [Step(("corpus_perplexity",), dg.MultiPartitionKey({"model": m, "corpus": c}), f"{m} x {c}")
               for m in model_ids for c in corpora]
-    from simassets.core.studies import load_studies
     from simassets.defs.studies import STUDY_ASSETS
 
     if experiments:
@@ -186,7 +199,10 @@ def plan(catalog, profile: str, model_ids: Sequence[str], experiments: bool = Fa
                   for m in model_ids for c in corpora]
         steps.append(Step(("alignment_vs_loss",), None, "interventions"))
     steps.append(Step(("measure_registry",), None, "measures"))
-    steps += [Step(STUDY_ASSETS, s, f"study {s}") for s in load_studies(catalog)]
+    steps += [Step(STUDY_ASSETS, s, f"study {s}") for s in studies]
+    if skip:
+        steps = [Step(kept, s.partition_key, s.label) for s in steps
+                 if (kept := tuple(a for a in s.assets if a not in skip))]
     return steps
 
 
@@ -302,5 +318,48 @@ def execute_parallel(steps: Sequence[Step], study, workers: int,
                 report.failed += part.failed
                 for line in lines:
                     progress(f"[{done}/{len(plain)}]" + line.split("]", 1)[1])
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def model_benchmark_job() -> dg.JobDefinition:
+    """The code location's ``refresh_benchmark_x_model`` job (evaluation + model similarity per model x
+    benchmark partition), exactly as the daemon and UI backfills run it: with Dagster's default
+    multiprocess executor. Module-level so that :func:`dg.reconstructable` can rebuild it in step processes."""
+    from simassets.definitions import defs
+
+    return defs().resolve_job_def("refresh_benchmark_x_model")
+
+
+def backfill(partition_keys: Sequence[str], home: Path | None = None, concurrent_runs: int = 2,
+             max_concurrent_steps: int = 2, progress: Callable[[str], None] = print) -> RunReport:
+    """Materialize model x benchmark partitions the way a UI backfill does: one Dagster run per partition,
+    each executed out of process by the multiprocess executor (every step in its own process), with up to
+    ``concurrent_runs`` runs at a time. Each run's process loads the model itself, so this trades the
+    in-process runner's shared model for isolation; it exists to exercise (and test) exactly the path a
+    deployment takes.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from simassets.defs.partitions import model_benchmark_partitions
+
+    recon = dg.reconstructable(model_benchmark_job)
+    d = ensure_instance_dir(home)
+    report, start = RunReport(), time.perf_counter()
+    run_config = {"execution": {"config": {"multiprocess": {"max_concurrent": max_concurrent_steps}}}}
+
+    def one(key: str) -> tuple[str, bool, str]:
+        with dg.DagsterInstance.from_config(str(d)) as instance:  # one instance per thread
+            tags = {**model_benchmark_partitions.get_tags_for_partition_key(key), "simassets/runner": "backfill"}
+            with dg.execute_job(recon, instance, run_config=run_config, tags=tags) as result:
+                failures = [e for e in result.all_events if e.is_step_failure]
+                error = error_text(failures[0].event_specific_data.error) if failures else ""  # type: ignore[union-attr]
+                return key, result.success, error
+
+    with ThreadPoolExecutor(concurrent_runs) as pool:
+        for i, (key, ok, error) in enumerate(pool.map(one, [str(k) for k in partition_keys]), start=1):
+            (report.computed if ok else report.failed).append(key if ok else (key, error or "failed"))  # type: ignore[arg-type]
+            progress(f"[{i}/{len(partition_keys)}] {'computed' if ok else 'FAILED  '} refresh_benchmark_x_model[{key}]"
+                     + (f": {error}" if error else ""))
     report.seconds = time.perf_counter() - start
     return report

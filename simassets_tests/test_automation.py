@@ -314,3 +314,20 @@ def test_s3_views_sql_covers_every_table_and_parses():
     assert len(statements) == 3 + len(TABLES)
     for name in TABLES:
         assert f"VIEW {name} AS SELECT * FROM read_parquet('s3://bucket/it''s here/warehouse/{name}/*/*.parquet'" in sql
+
+
+def test_a_run_can_be_limited_to_one_study_and_skip_assets(tiny_study):
+    catalog = StudyResource().catalog()
+    full = runner.plan(catalog, "quick", ["tiny-llama"])
+    only = runner.plan(catalog, "quick", ["tiny-llama"], study="multilingual", skip=["corpus_perplexity", "benchmark_task2vec"])
+    keys = {str(s.partition_key) for s in only}
+    assert {s.label for s in only if s.assets[0] == "correlations"} == {"study multilingual"}
+    assert "xcopa_et" in keys and "arc_easy" not in keys and not any("arc_easy" in k for k in keys)
+    assert not any("corpus_perplexity" in s.assets or "benchmark_task2vec" in s.assets for s in only)
+    assert ("benchmark_examples", "benchmark_embeddings") in {s.assets for s in only}
+    assert len(only) < len(full)
+    with pytest.raises(ValueError, match="unknown asset"):
+        runner.plan(catalog, "quick", ["tiny-llama"], skip=["no_such_asset"])
+    from simassets import cli
+
+    assert cli.main(["run", "--study", "no_such_study"]) == 2

@@ -100,6 +100,41 @@ def test_parallel_and_simultaneous_runs_match_a_serial_run_while_a_reader_is_ope
     assert sorted(instance.get_dynamic_partitions("model")) == [MODEL]  # the racing syncs agreed
 
 
+def test_a_multiprocess_backfill_of_model_benchmark_partitions_matches_a_serial_run(materialized_study):
+    """The deployment path: one run per model x benchmark partition (as a UI backfill launches them), each
+    run executed out of process by Dagster's multiprocess executor, two runs at a time, while a user's
+    read-only SQL session stays open: no lock errors, and the same rows as the serial run."""
+    wh = Warehouse()
+    serial = _model_rows(wh)
+    for table in ("example_results", "benchmark_scores", "example_similarity", "dataset_similarity"):
+        for path in (wh.root / table / "quick").glob("*.parquet"):  # evaluation + model similarity: recomputed
+            parts = path.stem.split("__")
+            if f"model={MODEL}" in parts and any(p.startswith("benchmark=") for p in parts):
+                path.unlink()
+    reader = duckdb.connect(str(wh.db_path), read_only=True)
+    try:
+        assert reader.execute("select count(*) from benchmark_scores").fetchone() == (0,)
+        keys = [dg.MultiPartitionKey({"model": MODEL, "benchmark": b}) for b in BENCHMARKS]
+        lines: list[str] = []
+        report = runner.backfill(keys, concurrent_runs=2, max_concurrent_steps=2, progress=lines.append)
+        assert not report.failed and len(report.computed) == len(BENCHMARKS), lines
+        assert reader.execute("select count(*) from benchmark_scores").fetchone() == (len(BENCHMARKS),)
+    finally:
+        reader.close()
+    _assert_same_rows(_model_rows(wh), serial)
+    instance = runner.get_instance()
+    runs = [r for r in instance.get_runs() if r.tags.get("simassets/runner") == "backfill"]
+    assert len(runs) == len(BENCHMARKS) and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    assert {r.job_name for r in runs} == {"refresh_benchmark_x_model"}
+    assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(str(k) for k in keys)
+    step_pids = {rec.event_log_entry.dagster_event.pid for r in runs
+                 for rec in instance.get_records_for_run(r.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records}
+    run_pids = {rec.event_log_entry.dagster_event.pid for r in runs
+                for rec in instance.get_records_for_run(r.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS).records}
+    # every step ran in a process of its own (the multiprocess executor), not in the launching process
+    assert len(step_pids) == 2 * len(BENCHMARKS) and not step_pids & run_pids and os.getpid() not in step_pids
+
+
 def test_sigkill_mid_write_loses_nothing_and_the_next_run_completes(materialized_study, tmp_path):
     wh = Warehouse()
     before = _model_rows(wh)
