@@ -109,8 +109,8 @@ register(MeasureSpec(
 register(MeasureSpec(
     name="gzip_alignment", family="compression", levels=("example", "dataset"), direction=1,
     description="1 - mean gzip normalized compression distance between benchmark examples and seeded random corpus documents (example: 1 - its mean NCD over m docs).",
-    formula="1 - mean_(x,d) [C(x+' '+d) - min(C(x),C(d))] / max(C(x),C(d)),  C = len(gzip(utf8, level 9, mtime=0))",
-    params={"compresslevel": 9, "separator": " ", "n_pairs": 1000},
+    formula="1 - mean_(x,d) [C(d+' '+x) - min(C(x),C(d))] / max(C(x),C(d)),  C = len(gzip(utf8, level 9, mtime=0))",
+    params={"compresslevel": 9, "separator": " ", "order": "doc first (its deflate state is reused)", "n_pairs": 1000},
 ))
 # ------------------------------------------------------------------ overlap family
 for _n in (13, 8):
