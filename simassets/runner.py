@@ -183,12 +183,13 @@ def plan(catalog, profile: str, model_ids: Sequence[str], experiments: bool = Fa
         raise ValueError(f"cannot skip unknown asset(s) {unknown}; assets: {sorted(known)}")
     steps = [Step(("corpus_documents", "corpus_embeddings", "corpus_task2vec"), c, c) for c in corpora]
     steps += [Step(("benchmark_examples", "benchmark_embeddings", "benchmark_task2vec"), b, b) for b in benches]
-    steps += [Step(CORPUS_BENCHMARK_ASSETS, dg.MultiPartitionKey({"corpus": c, "benchmark": b}), f"{c} x {b}")
-              for c in corpora for b in benches]
-    steps += [Step(MODEL_BENCHMARK_ASSETS, dg.MultiPartitionKey({"model": m, "benchmark": b}), f"{m} x {b}")
-              for m in model_ids for b in benches]
+    # the longest steps of their wave first, so parallel workers finish the wave together
     steps += [Step(("corpus_perplexity",), dg.MultiPartitionKey({"model": m, "corpus": c}), f"{m} x {c}")
               for m in model_ids for c in corpora]
+    steps += [Step(MODEL_BENCHMARK_ASSETS, dg.MultiPartitionKey({"model": m, "benchmark": b}), f"{m} x {b}")
+              for m in model_ids for b in benches]
+    steps += [Step(CORPUS_BENCHMARK_ASSETS, dg.MultiPartitionKey({"corpus": c, "benchmark": b}), f"{c} x {b}")
+              for c in corpora for b in benches]
     from simassets.defs.studies import STUDY_ASSETS
 
     if experiments:

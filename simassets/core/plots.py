@@ -56,7 +56,7 @@ def _save(fig, path: Path) -> Path:
     from PIL import Image
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI)  # laid out by its builder; bbox_inches="tight" would render twice
     _pyplot().close(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
@@ -154,6 +154,7 @@ def agreement_figures(agree: pd.DataFrame, out: Path, study: str) -> list[Path]:
         fig.colorbar(im, ax=ax, shrink=0.8, label="Spearman ρ (oriented)")
         ax.set_title(f"study {study}: measure agreement{f' ({model})' if model else ''}\n"
                      f"over (corpus, benchmark) pairs, n ≤ {int(n.to_numpy().max())}", fontsize=9)
+        fig.tight_layout()
         paths.append(_save(fig, out / (f"agreement_{safe_name(model)}.png" if model else "agreement.png")))
     return paths
 

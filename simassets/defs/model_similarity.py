@@ -18,7 +18,7 @@ from simassets.defs.resources import StudyResource
 CODE_VERSION = "2"  # 2: input perplexity from the evaluation's forward pass
 N_BOOT = {"quick": 200, "full": 1000}
 # corpus perplexity: documents scored per corpus and the tokens kept of each (a seeded prefix of the sample)
-CORPUS_PPL = {"quick": (50, 256), "full": (200, 1024)}
+CORPUS_PPL = {"quick": (20, 256), "full": (200, 1024)}  # quick: ~5k tokens per corpus, ~1/4 of its model passes
 RANGES = {"input_perplexity": (1.0, np.inf), "target_perplexity": (1.0, np.inf), "corpus_perplexity": (1.0, np.inf),
           "unigram_kl": (0.0, np.inf), "unigram_js": (0.0, np.log(2))}
 

@@ -148,7 +148,7 @@ register(MeasureSpec(
 register(MeasureSpec(
     name="corpus_perplexity", family="model", levels=("dataset",), direction=-1, needs_model=True,
     description="How in-distribution a corpus sample is for a model: token-weighted perplexity of (a seeded prefix of) its documents, each truncated.",
-    formula="exp(sum_d nll_d / sum_d n_d)", params={"quick": "50 docs x 256 tokens", "full": "200 docs x 1024 tokens"},
+    formula="exp(sum_d nll_d / sum_d n_d)", params={"quick": "20 docs x 256 tokens", "full": "200 docs x 1024 tokens"},
 ))
 # ------------------------------------------------------------------ task2vec family
 register(MeasureSpec(
