@@ -332,35 +332,29 @@ def model_benchmark_job() -> dg.JobDefinition:
     return defs().resolve_job_def("refresh_benchmark_x_model")
 
 
-def backfill(partition_keys: Sequence[str], home: Path | None = None, concurrent_runs: int = 2,
-             max_concurrent_steps: int = 2, progress: Callable[[str], None] = print) -> RunReport:
+def backfill(partition_keys: Sequence[str], home: Path | None = None, max_concurrent_steps: int = 2,
+             progress: Callable[[str], None] = print) -> RunReport:
     """Materialize model x benchmark partitions the way a UI backfill does: one Dagster run per partition,
-    each executed out of process by the multiprocess executor (every step in its own process), with up to
-    ``concurrent_runs`` runs at a time. Each run's process loads the model itself, so this trades the
-    in-process runner's shared model for isolation; it exists to exercise (and test) exactly the path a
-    deployment takes.
+    each executed out of process by the multiprocess executor (every step in a process of its own).
+    Runs go one after another from this process (``dg.execute_job`` must be called from the main thread);
+    a deployment's run launcher starts them side by side. Each step process loads the model itself, so
+    this trades the in-process runner's shared model for isolation; it exists to exercise (and test)
+    exactly the path a deployment takes.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
+    recon = dg.reconstructable(model_benchmark_job)
     from simassets.defs.partitions import model_benchmark_partitions
 
-    recon = dg.reconstructable(model_benchmark_job)
-    d = ensure_instance_dir(home)
+    instance = get_instance(home)
     report, start = RunReport(), time.perf_counter()
     run_config = {"execution": {"config": {"multiprocess": {"max_concurrent": max_concurrent_steps}}}}
-
-    def one(key: str) -> tuple[str, bool, str]:
-        with dg.DagsterInstance.from_config(str(d)) as instance:  # one instance per thread
-            tags = {**model_benchmark_partitions.get_tags_for_partition_key(key), "simassets/runner": "backfill"}
-            with dg.execute_job(recon, instance, run_config=run_config, tags=tags) as result:
-                failures = [e for e in result.all_events if e.is_step_failure]
-                error = error_text(failures[0].event_specific_data.error) if failures else ""  # type: ignore[union-attr]
-                return key, result.success, error
-
-    with ThreadPoolExecutor(concurrent_runs) as pool:
-        for i, (key, ok, error) in enumerate(pool.map(one, [str(k) for k in partition_keys]), start=1):
-            (report.computed if ok else report.failed).append(key if ok else (key, error or "failed"))  # type: ignore[arg-type]
-            progress(f"[{i}/{len(partition_keys)}] {'computed' if ok else 'FAILED  '} refresh_benchmark_x_model[{key}]"
-                     + (f": {error}" if error else ""))
+    for i, key in enumerate([str(k) for k in partition_keys], start=1):
+        tags = {**model_benchmark_partitions.get_tags_for_partition_key(key), "simassets/runner": "backfill"}
+        with dg.execute_job(recon, instance, run_config=run_config, tags=tags) as result:
+            failures = [e for e in result.all_events if e.is_step_failure]
+            error = error_text(failures[0].event_specific_data.error) if failures else ""  # type: ignore[union-attr]
+            ok = result.success
+        (report.computed if ok else report.failed).append(key if ok else (key, error or "failed"))  # type: ignore[arg-type]
+        progress(f"[{i}/{len(partition_keys)}] {'computed' if ok else 'FAILED  '} refresh_benchmark_x_model[{key}]"
+                 + (f": {error}" if error else ""))
     report.seconds = time.perf_counter() - start
     return report

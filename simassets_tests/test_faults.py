@@ -102,7 +102,7 @@ def test_parallel_and_simultaneous_runs_match_a_serial_run_while_a_reader_is_ope
 
 def test_a_multiprocess_backfill_of_model_benchmark_partitions_matches_a_serial_run(materialized_study):
     """The deployment path: one run per model x benchmark partition (as a UI backfill launches them), each
-    run executed out of process by Dagster's multiprocess executor, two runs at a time, while a user's
+    run executed out of process by Dagster's multiprocess executor (a process per step), while a user's
     read-only SQL session stays open: no lock errors, and the same rows as the serial run."""
     wh = Warehouse()
     serial = _model_rows(wh)
@@ -116,7 +116,7 @@ def test_a_multiprocess_backfill_of_model_benchmark_partitions_matches_a_serial_
         assert reader.execute("select count(*) from benchmark_scores").fetchone() == (0,)
         keys = [dg.MultiPartitionKey({"model": MODEL, "benchmark": b}) for b in BENCHMARKS]
         lines: list[str] = []
-        report = runner.backfill(keys, concurrent_runs=2, max_concurrent_steps=2, progress=lines.append)
+        report = runner.backfill(keys, max_concurrent_steps=2, progress=lines.append)
         assert not report.failed and len(report.computed) == len(BENCHMARKS), lines
         assert reader.execute("select count(*) from benchmark_scores").fetchone() == (len(BENCHMARKS),)
     finally:
