@@ -90,9 +90,6 @@ class InputNLLCapture:
             cum = nll.double().cumsum(dim=1).cpu().numpy()
         self.rows += [(tuple(r), c) for r, c in zip(inps.tolist(), cum)]
 
-    def clear(self) -> None:
-        self.rows.clear()
-
     def context_nll(self, context_enc: list[int]) -> tuple[float, int] | None:
         """(sum of NLL, tokens scored) over ``context_enc[1:]``, each token given its prefix; None when
         no scored row starts with the context (it was truncated from the left)."""
@@ -270,14 +267,14 @@ def evaluate_benchmark(lm, spec: BenchmarkSpec, data_root: Path, limit: int | No
     set_torch_seed(seed)
     name = task.config.task
     all_docs = len(ids) == len(task.eval_docs)
-    capture = getattr(lm, "input_capture", None)
-    if hasattr(lm, "input_capture"):
-        lm.input_capture = capture = InputNLLCapture()
+    capture = InputNLLCapture() if hasattr(lm, "input_capture") else None  # a plain HFLM has no capture
+    if capture is not None:
+        lm.input_capture = capture
     try:
         out = evaluate(lm=lm, task_dict={"tasks": {name: task}, "groups": {}, "group_map": {}},
                        samples=None if all_docs else {name: _DocIds(ids)}, bootstrap_iters=0, log_samples=True)
     finally:
-        if hasattr(lm, "input_capture"):
+        if capture is not None:
             lm.input_capture = None
     samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
     if [s["doc_id"] for s in samples] != ids:
