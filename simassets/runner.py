@@ -332,29 +332,52 @@ def model_benchmark_job() -> dg.JobDefinition:
     return defs().resolve_job_def("refresh_benchmark_x_model")
 
 
-def backfill(partition_keys: Sequence[str], home: Path | None = None, max_concurrent_steps: int = 2,
-             progress: Callable[[str], None] = print) -> RunReport:
-    """Materialize model x benchmark partitions the way a UI backfill does: one Dagster run per partition,
-    each executed out of process by the multiprocess executor (every step in a process of its own).
-    Runs go one after another from this process (``dg.execute_job`` must be called from the main thread);
-    a deployment's run launcher starts them side by side. Each step process loads the model itself, so
-    this trades the in-process runner's shared model for isolation; it exists to exercise (and test)
-    exactly the path a deployment takes.
-    """
-    recon = dg.reconstructable(model_benchmark_job)
+def _backfill_run(home: str | None, key: str, max_concurrent_steps: int) -> tuple[bool, str]:
+    """One ``refresh_benchmark_x_model`` run for one partition, on the calling process's main thread (a
+    worker of :func:`backfill`'s process pool): the multiprocess executor starts a process per step."""
     from simassets.defs.partitions import model_benchmark_partitions
 
-    instance = get_instance(home)
-    report, start = RunReport(), time.perf_counter()
+    instance = get_instance(Path(home) if home else None)
+    tags = {**model_benchmark_partitions.get_tags_for_partition_key(key), "simassets/runner": "backfill"}
     run_config = {"execution": {"config": {"multiprocess": {"max_concurrent": max_concurrent_steps}}}}
-    for i, key in enumerate([str(k) for k in partition_keys], start=1):
-        tags = {**model_benchmark_partitions.get_tags_for_partition_key(key), "simassets/runner": "backfill"}
-        with dg.execute_job(recon, instance, run_config=run_config, tags=tags) as result:
-            failures = [e for e in result.all_events if e.is_step_failure]
-            error = error_text(failures[0].event_specific_data.error) if failures else ""  # type: ignore[union-attr]
-            ok = result.success
-        (report.computed if ok else report.failed).append(key if ok else (key, error or "failed"))  # type: ignore[arg-type]
-        progress(f"[{i}/{len(partition_keys)}] {'computed' if ok else 'FAILED  '} refresh_benchmark_x_model[{key}]"
-                 + (f": {error}" if error else ""))
+    with dg.execute_job(dg.reconstructable(model_benchmark_job), instance, run_config=run_config,
+                        tags=tags) as result:
+        failures = [e for e in result.all_events if e.is_step_failure]
+        error = error_text(failures[0].event_specific_data.error) if failures else ""  # type: ignore[union-attr]
+        return result.success, error
+
+
+def backfill(partition_keys: Sequence[str], home: Path | None = None, max_concurrent_runs: int = 2,
+             max_concurrent_steps: int = 2, progress: Callable[[str], None] = print) -> RunReport:
+    """Materialize model x benchmark partitions the way a UI backfill does: one Dagster run per partition,
+    each executed out of process by the multiprocess executor (every step in a process of its own), with
+    up to ``max_concurrent_runs`` runs side by side.
+
+    ``dg.execute_job`` belongs on a main thread (from worker threads it hangs), so each run is launched
+    from a worker of a spawn process pool -- the part a deployment's run launcher plays. Each step process
+    loads its model itself, so this trades the in-process runner's shared model for isolation; it exists to
+    exercise (and test) exactly the path a deployment takes. ``max_concurrent_runs=1`` runs them in turn.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    keys = [str(k) for k in partition_keys]
+    home_arg = str(home) if home else None
+    get_instance(home)  # the instance folder exists before the workers race to create it
+    report, start = RunReport(), time.perf_counter()
+    workers = max(1, min(max_concurrent_runs, len(keys)))
+    # spawn, not fork: a forked copy of a process holding Dagster/DuckDB/torch state is unsafe; pool
+    # workers are not daemonic, so the multiprocess executor inside them may start step processes
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_backfill_run, home_arg, key, max_concurrent_steps): key for key in keys}
+        for i, fut in enumerate(as_completed(futures), start=1):
+            key = futures[fut]
+            try:
+                ok, error = fut.result()
+            except Exception as exc:  # the launching worker itself died: record it, keep the others going
+                ok, error = False, f"{type(exc).__name__}: {exc}"
+            (report.computed if ok else report.failed).append(key if ok else (key, error or "failed"))  # type: ignore[arg-type]
+            progress(f"[{i}/{len(keys)}] {'computed' if ok else 'FAILED  '} refresh_benchmark_x_model[{key}]"
+                     + (f": {error}" if error else ""))
     report.seconds = time.perf_counter() - start
     return report

@@ -101,9 +101,9 @@ def test_parallel_and_simultaneous_runs_match_a_serial_run_while_a_reader_is_ope
 
 
 def test_a_multiprocess_backfill_of_model_benchmark_partitions_matches_a_serial_run(materialized_study):
-    """The deployment path: one run per model x benchmark partition (as a UI backfill launches them), each
-    run executed out of process by Dagster's multiprocess executor (a process per step), while a user's
-    read-only SQL session stays open: no lock errors, and the same rows as the serial run."""
+    """The deployment path: one run per model x benchmark partition (as a UI backfill launches them), two
+    runs at a time, each executed out of process by Dagster's multiprocess executor (a process per step),
+    while a user's read-only SQL session stays open: no lock errors, and the same rows as the serial run."""
     wh = Warehouse()
     serial = _model_rows(wh)
     for table in ("example_results", "benchmark_scores", "example_similarity", "dataset_similarity"):
@@ -116,7 +116,7 @@ def test_a_multiprocess_backfill_of_model_benchmark_partitions_matches_a_serial_
         assert reader.execute("select count(*) from benchmark_scores").fetchone() == (0,)
         keys = [dg.MultiPartitionKey({"model": MODEL, "benchmark": b}) for b in BENCHMARKS]
         lines: list[str] = []
-        report = runner.backfill(keys, max_concurrent_steps=2, progress=lines.append)
+        report = runner.backfill(keys, max_concurrent_runs=2, max_concurrent_steps=2, progress=lines.append)
         assert not report.failed and len(report.computed) == len(BENCHMARKS), lines
         assert reader.execute("select count(*) from benchmark_scores").fetchone() == (len(BENCHMARKS),)
     finally:
@@ -133,6 +133,12 @@ def test_a_multiprocess_backfill_of_model_benchmark_partitions_matches_a_serial_
                 for rec in instance.get_records_for_run(r.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS).records}
     # every step ran in a process of its own (the multiprocess executor), not in the launching process
     assert len(step_pids) == 2 * len(BENCHMARKS) and not step_pids & run_pids and os.getpid() not in step_pids
+    # two runs were launched from two processes, and ran side by side
+    assert len(run_pids) == 2 and os.getpid() not in run_pids
+    spans = sorted((rec.start_time, rec.end_time) for rec in instance.get_run_records()
+                   if rec.dagster_run.tags.get("simassets/runner") == "backfill")
+    assert all(s and e for s, e in spans)
+    assert any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1)), spans
 
 
 def test_sigkill_mid_write_loses_nothing_and_the_next_run_completes(materialized_study, tmp_path):
