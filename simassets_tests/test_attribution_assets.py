@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -196,6 +197,13 @@ def test_finetune_assets_refuse_overlap_and_correlate(study, monkeypatch):
     assert ok.groupby("target")["loss_before"].nunique().eq(1).all()
     held = ok[ok["target"] == "heldout:c4_en"]
     assert (held["contaminated_fraction_13"] == 0).all()  # held-out documents were removed from the training data
+    # each target's base loss was computed once and kept on disk by content (4 targets trained against)
+    from simassets.core import paths
+
+    cached = [json.loads(p.read_text()) for p in (paths.cache_dir() / "finetune_base_loss").glob("*.json")]
+    assert sorted(c["target"] for c in cached) == sorted(ok["target"].unique())
+    by_target = ok.groupby("target")["loss_before"].first()
+    assert all(abs(c["loss"] - by_target[c["target"]]) < 1e-12 for c in cached)
 
     mats = _run(study, ["alignment_vs_loss"])
     assert "data:image/png;base64" in mats[0].metadata["plots"].value

@@ -8,10 +8,13 @@ positive controls, budget), reads the warehouse and writes ``finetune_runs`` + `
 """
 
 import dataclasses
+import json
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import version
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -25,10 +28,12 @@ from simassets.defs.attribution import FiguresFreshness, training_mode, with_run
 from simassets.defs.benchmarks import benchmark_examples
 from simassets.defs.common import Freshness, partition_fingerprint, skipped, table_md, upstream_fingerprint
 from simassets.defs.corpora import corpus_documents
+from simassets.defs.embeddings import benchmark_text
 from simassets.defs.partitions import keys_of, model_corpus_partitions
 from simassets.defs.resources import StudyResource
+from simassets.defs.task2vec import task2vec_params
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 ANALYSIS_CODE_VERSION = "1"
 BENCHMARK, HELDOUT = "benchmark:", "heldout:"
 
@@ -42,7 +47,7 @@ class InterventionSetup:
     positive_controls: tuple[tuple[str, str], ...] = ()  # (training corpus, target) pairs allowed to overlap
     heldout_fraction: float = 0.2  # share of a corpus sample held out as its target (removed from all training data)
     heldout_max_length: int = 128  # tokens scored per held-out document
-    task2vec: Task2VecParams = field(default_factory=Task2VecParams)
+    task2vec: Task2VecParams | None = None  # None: the study's own Task2Vec parameters (task2vec_params(profile))
     gzip_pairs: int = 300
     methods: tuple[str, ...] = ("pearson", "spearman")
     n_boot: int = 1000
@@ -52,7 +57,8 @@ class InterventionSetup:
 
 
 SETUP = {
-    # quick: 12 steps of 4 x 128 tokens (6,144 tokens) per corpus, 4 targets measured before and after only
+    # quick: 12 steps of 4 x 128 tokens (6,144 tokens) per corpus, 4 targets measured before and after only;
+    # Task2Vec with the quick study's own parameters, so the corpora's embeddings come from corpus_task2vec's cache
     "quick": InterventionSetup(
         FinetuneConfig(TrainConfig(lr=1e-4, seq_len=128, batch_size=4), token_budget=6144, eval_points=0),
         targets=("benchmark:arc_easy", "benchmark:lambada_openai", "benchmark:pubmed_qa_labeled", "heldout:c4_en"),
@@ -74,8 +80,8 @@ def profile_setup(study: StudyResource) -> InterventionSetup:
     cat, profile = study.catalog(), study.profile_name
     have = {BENCHMARK + b.name for b in cat.benchmarks_for(profile)} | {HELDOUT + c.name for c in cat.corpora_for(profile)}
     ft = dataclasses.replace(base.finetune, train=with_run_settings(base.finetune.train, seed))
-    return dataclasses.replace(base, finetune=ft, targets=tuple(t for t in base.targets if t in have),
-                               task2vec=dataclasses.replace(base.task2vec, seed=seed))
+    t2v = task2vec_params(profile, seed) if base.task2vec is None else dataclasses.replace(base.task2vec, seed=seed)
+    return dataclasses.replace(base, finetune=ft, targets=tuple(t for t in base.targets if t in have), task2vec=t2v)
 
 
 def _target_sources(study: StudyResource, setup: InterventionSetup) -> dict[str, str]:
@@ -96,7 +102,7 @@ def build_targets(study: StudyResource, setup: InterventionSetup) -> tuple[list[
     for name in setup.targets:
         if name.startswith(BENCHMARK):
             ex = wh.read_partition("benchmark_examples", profile, {"benchmark": name.removeprefix(BENCHMARK)})
-            targets.append(Target(name, tuple(ex["input_text"] + ex["target_text"])))
+            targets.append(Target(name, tuple(benchmark_text(ex))))  # the texts benchmark_task2vec embeds
         else:
             docs = wh.read_partition("corpus_documents", profile, {"corpus": name.removeprefix(HELDOUT)})["text"].tolist()
             _, out = heldout_split(docs, setup.heldout_fraction, seed)
@@ -125,13 +131,28 @@ def finetune_runs_freshness(study: StudyResource, partition_key: str) -> Freshne
 
 
 @lru_cache(maxsize=64)
-def _base_loss(spec, target: Target, batch_size: int, device: str) -> tuple[float, int]:
-    """A target's (loss, tokens) under an untouched registered model, once per process (every corpus run shares it)."""
+def _base_loss(spec, target: Target, batch_size: int, device: str, cache_dir: Path) -> tuple[float, int]:
+    """A target's (loss, tokens) under an untouched registered model: once per process (every corpus run shares
+    it), and once per content on disk (the model's fingerprint, the target's texts and length, the batch size,
+    torch and transformers versions), so parallel workers and later runs do not compute it again."""
     from simassets.core.finetune import target_loss
-    from simassets.core.models import load_causal_lm
+    from simassets.core.models import load_causal_lm, model_fingerprint
 
+    key = sha256_text(canonical_json({
+        "model": model_fingerprint(spec), "target": target.name, "texts": [sha256_text(t) for t in target.texts],
+        "max_length": target.max_length, "batch_size": batch_size, "device": device,
+        "versions": {p: version(p) for p in ("torch", "transformers")}}))
+    path = cache_dir / "finetune_base_loss" / f"{key[:32]}.json"
+    if path.exists():
+        got = json.loads(path.read_text())
+        return float(got["loss"]), int(got["n_tokens"])
     loaded = load_causal_lm(spec, device=device)
-    return target_loss(loaded.model, loaded.tokenizer, target, batch_size)
+    loss, n = target_loss(loaded.model, loaded.tokenizer, target, batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # renamed into place: a reader never sees half a file
+    tmp.write_text(json.dumps({"loss": loss, "n_tokens": n, "target": target.name, "model": spec.id}))
+    os.replace(tmp, path)
+    return loss, n
 
 
 def _alignment(study: StudyResource, setup: InterventionSetup, probe, corpus_texts: list[str], target: Target) -> dict:
@@ -180,7 +201,7 @@ def finetune_runs(context: dg.AssetExecutionContext, study: StudyResource) -> dg
     allowed = [t for t in targets if t.name not in refused]
     spec = registry[model_id]
     loaded = load_causal_lm(spec, device=device)
-    base = {t.name: _base_loss(spec, t, cfg.eval_batch_size, device) for t in allowed}
+    base = {t.name: _base_loss(spec, t, cfg.eval_batch_size, device, study.cache_dir) for t in allowed}
     before = {name: loss for name, (loss, _) in base.items()}
     res = finetune(loaded.model, loaded.tokenizer, texts, allowed, cfg, before=before) if allowed else None
     probe_spec = smallest_model(models_for_profile(registry, profile))
