@@ -164,7 +164,7 @@ def plan(catalog, profile: str, model_ids: Sequence[str], experiments: bool = Fa
     """Every (assets, partition) step of a profile's study, in dependency order.
 
     ``experiments`` adds the training interventions: unlearning each corpus from each model (attribution)
-    and fine-tuning on each corpus (alignment vs loss) -- each about 20 minutes of CPU in the quick profile.
+    and fine-tuning on each corpus (alignment vs loss) -- about 20 and 8 minutes on 2 cores in the quick profile.
     ``study`` keeps only what one declared study needs (its benchmarks, corpora and models, and its own
     study assets); ``skip`` leaves the named assets out (e.g. an expensive measure you do not need now).
     """
