@@ -259,6 +259,23 @@ def test_removing_a_model_deletes_its_rows_and_requests_the_study(materialized_s
     assert {a for assets, _ in _requested(result) for a in assets} <= automated_assets() and result.run_requests
 
 
+
+def test_removing_a_corpus_deletes_its_rows_in_every_table_including_task2vec_diversity(tmp_path):
+    """``delete_partitions_where`` also matches tables keyed by (dataset_kind, dataset): a corpus that leaves
+    the catalog takes its Task2Vec diversity row with it, and a benchmark of the same name keeps its own."""
+    import pandas as pd
+
+    wh = Warehouse(tmp_path)
+    for kind, name in (("corpus", "c4 en"), ("benchmark", "c4 en"), ("corpus", "brown")):
+        row = pd.DataFrame([{"dataset_kind": kind, "dataset": name, "probe": "p", "value": 0.1, "ci_low": 0.0,
+                             "ci_high": 0.2, "n_pairs": 3, "params": "{}"}])
+        wh.write_partition("dataset_diversity", "quick", {"dataset_kind": kind, "dataset": name}, row, "fp")
+    gone = wh.delete_partitions_where("corpus", "c4 en")
+    assert [p.name for p in gone] == ["dataset=c4%20en__dataset_kind=corpus.parquet"]
+    left = {p.name for p in (wh.root / "dataset_diversity" / "quick").glob("*.parquet")}
+    assert left == {"dataset=c4%20en__dataset_kind=benchmark.parquet", "dataset=brown__dataset_kind=corpus.parquet"}
+
+
 # ---------------------------------------------------------------- beyond one machine (deploy/)
 
 

@@ -149,11 +149,14 @@ class Warehouse:
 
     def delete_partitions_where(self, dimension: str, value: str) -> list[Path]:
         """Delete every stored partition, of any table and profile, whose keys include ``dimension=value``
-        (e.g. ``model=<id>`` when a model leaves the registry); returns the deleted files."""
+        (e.g. ``model=<id>`` when a model leaves the registry), and those of tables keyed by
+        ``dataset_kind=dimension`` + ``dataset=value`` (``dataset_diversity``); returns the deleted files."""
         wanted = f"{dimension}={_quote(value)}"
+        as_dataset = {f"dataset_kind={_quote(dimension)}", f"dataset={_quote(value)}"}
         gone = []
         for path in sorted(self.root.glob("*/*/*.parquet")) if self.root.is_dir() else []:
-            if path.parent.name != SCHEMA_DIR and wanted in path.name.removesuffix(".parquet").split("__"):
+            parts = set(path.name.removesuffix(".parquet").split("__"))
+            if path.parent.name != SCHEMA_DIR and (wanted in parts or as_dataset <= parts):
                 path.unlink(missing_ok=True)
                 gone.append(path)
         return gone
