@@ -114,6 +114,7 @@ class Profile:
     max_length: int = 2048
     seed: int = 1234
     embedding_top_k: int = 10
+    task2vec_probe: str | None = None  # the Task2Vec probe's model id; None: the smallest registered model
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,7 @@ def _profile(file: Path, name: str, table: Any) -> Profile:
         max_length=f.get("max_length", int, 2048),
         seed=f.get("seed", int, 1234),
         embedding_top_k=f.get("embedding_top_k", int, 10),
+        task2vec_probe=f.get("task2vec_probe", str, "") or None,
     )
     f.finish()
     return prof

@@ -31,7 +31,7 @@ from simassets.defs.corpora import corpus_documents
 from simassets.defs.embeddings import benchmark_text
 from simassets.defs.partitions import keys_of, model_corpus_partitions
 from simassets.defs.resources import StudyResource
-from simassets.defs.task2vec import task2vec_params
+from simassets.defs.task2vec import probe_spec, task2vec_params
 
 CODE_VERSION = "2"
 ANALYSIS_CODE_VERSION = "1"
@@ -112,8 +112,7 @@ def build_targets(study: StudyResource, setup: InterventionSetup) -> tuple[list[
 
 
 def finetune_runs_freshness(study: StudyResource, partition_key: str) -> Freshness:
-    from simassets.core.finetune import smallest_model
-    from simassets.core.models import model_fingerprint, models_for_profile
+    from simassets.core.models import model_fingerprint
 
     keys = keys_of(model_corpus_partitions, partition_key)
     profile, wh = study.profile_name, study.warehouse()
@@ -121,7 +120,7 @@ def finetune_runs_freshness(study: StudyResource, partition_key: str) -> Freshne
     if keys["model"] not in registry:
         raise dg.Failure(f"model {keys['model']!r} is not in the registry {study.catalog_path / 'models.toml'}")
     setup = profile_setup(study)
-    probe = smallest_model(models_for_profile(registry, profile))
+    probe = probe_spec(study)
     fp = partition_fingerprint(
         "finetune_runs", CODE_VERSION, setup=setup.as_dict(), mode=training_mode(), targets=_target_sources(study, setup),
         corpus=upstream_fingerprint(wh, "corpus_documents", profile, {"corpus": keys["corpus"]}),
@@ -179,8 +178,8 @@ def _alignment(study: StudyResource, setup: InterventionSetup, probe, corpus_tex
 )
 def finetune_runs(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
     """Fine-tune a fresh copy of one model on one training corpus for the profile's token budget (seeded data order, the same budget for every corpus), after refusing targets the corpus overlaps (13-gram guard, unless a declared positive control); each target's loss before, during and after, and the corpus-target alignment (Task2Vec under the probe model, gzip)."""
-    from simassets.core.finetune import ContaminationError, finetune, overlap_guard, smallest_model
-    from simassets.core.models import load_causal_lm, models_for_profile
+    from simassets.core.finetune import ContaminationError, finetune, overlap_guard
+    from simassets.core.models import load_causal_lm
 
     fresh = finetune_runs_freshness(study, context.partition_key)
     keys, fp, profile, wh = fresh.keys, fresh.fingerprint, study.profile_name, study.warehouse()
@@ -204,8 +203,7 @@ def finetune_runs(context: dg.AssetExecutionContext, study: StudyResource) -> dg
     base = {t.name: _base_loss(spec, t, cfg.eval_batch_size, device, study.cache_dir) for t in allowed}
     before = {name: loss for name, (loss, _) in base.items()}
     res = finetune(loaded.model, loaded.tokenizer, texts, allowed, cfg, before=before) if allowed else None
-    probe_spec = smallest_model(models_for_profile(registry, profile))
-    probe = load_causal_lm(probe_spec, device=device)
+    probe = load_causal_lm(probe_spec(study), device=device)
     params = canonical_json({"setup": setup.as_dict(), "mode": training_mode(), "model_fingerprint": loaded.fingerprint,
                              "probe_fingerprint": probe.fingerprint, "heldout_removed": len(held)})
     rows = []
@@ -220,7 +218,7 @@ def finetune_runs(context: dg.AssetExecutionContext, study: StudyResource) -> dg
                      "loss_before": b, "loss_after": a, "delta_loss": a - b, "ppl_before": math.exp(b), "ppl_after": math.exp(a),
                      "n_tokens": base[t.name][1] if ok else 0,
                      "curve_steps": [s for s, _ in curve], "curve_loss": [x for _, x in curve],
-                     **_alignment(study, setup, probe, texts, t), "probe": probe_spec.id, "note": refused.get(t.name, ""),
+                     **_alignment(study, setup, probe, texts, t), "probe": probe.spec.id, "note": refused.get(t.name, ""),
                      "params": params})
     ev = pd.DataFrame(rows)
     run = pd.DataFrame([{

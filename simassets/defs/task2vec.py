@@ -25,19 +25,24 @@ def task2vec_params(profile: str, seed: int):
 
 
 def probe_spec(study: StudyResource):
-    """The probe: the smallest registered model of the profile (by weights file size)."""
-    from simassets.core.models import models_for_profile, resolve_weights
+    """The Task2Vec probe of every Task2Vec measure (the assets here and the training interventions): the
+    profile's pinned ``task2vec_probe``, else the registered model of the profile with the fewest parameters.
 
-    specs = models_for_profile(study.models(), study.profile_name) or list(study.models().values())
+    Pin it: with the fallback, registering a smaller model changes the probe and so every Task2Vec row."""
+    from simassets.core.finetune import smallest_model
+    from simassets.core.models import models_for_profile
+
+    registry, profile = study.models(), study.profile_name
+    pinned = study.profile_spec().task2vec_probe
+    if pinned:
+        if pinned not in registry:
+            raise dg.Failure(f"{study.catalog().source_file}: [profiles.{profile}] task2vec_probe = {pinned!r} is not "
+                             f"in the model registry {study.catalog_path / 'models.toml'} (registered: {sorted(registry)})")
+        return registry[pinned]
+    specs = models_for_profile(registry, profile) or list(registry.values())
     if not specs:
         raise dg.Failure("Task2Vec needs a probe model: register one with `simassets models add`")
-
-    def size(spec) -> int:
-        w = resolve_weights(spec)
-        files = [w.gguf_file] if w.gguf_file else sorted(w.directory.glob("*.safetensors")) if w.directory else []
-        return sum(f.stat().st_size for f in files) if files else 1 << 62
-
-    return min(specs, key=lambda s: (size(s), s.id))
+    return smallest_model(specs)
 
 
 def _texts(study: StudyResource, kind: str, name: str) -> list[str]:

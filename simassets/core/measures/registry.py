@@ -155,6 +155,6 @@ register(MeasureSpec(
     name="task2vec_alignment", family="task2vec", levels=("dataset",), direction=1, needs_model=True,
     description="Alignment coefficient (Chawla et al.): 1 - expected Task2Vec distance between a corpus batch and a benchmark batch, where a batch's embedding is the diagonal Monte-Carlo Fisher information of a probe LM; 95% interval over batch pairs.",
     formula="1 - E_{b in corpus, b' in bench} d(F_b, F_b'),  d(a, b) = cos_dist(a/(a+b), b/(a+b))",
-    params={"probe": "smallest registered model", "quick": "last_block, 3 batches x 4 texts x 64 tokens",
+    params={"probe": "profile task2vec_probe (default: smallest registered model)", "quick": "last_block, 3 batches x 4 texts x 64 tokens",
             "full": "all weights, 4 batches x 8 texts x 128 tokens", "fisher": "montecarlo"},
 ))
