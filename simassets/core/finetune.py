@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -208,19 +209,24 @@ def parameter_count(spec: Any) -> float:
     from simassets.core.models import resolve_weights
 
     w = resolve_weights(spec)
-    if w.gguf_file is not None:
+    files = [w.gguf_file] if w.gguf_file is not None else sorted(Path(w.directory).glob("*.safetensors")) if w.directory else []
+    if not files:
+        return math.inf
+    # parsing a GGUF header reads its whole vocabulary (seconds for Gemma's 262k): once per file version
+    return float(sum(_file_parameters(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@lru_cache(maxsize=128)
+def _file_parameters(path: str, size: int, mtime_ns: int) -> int:
+    """Parameters in one GGUF or safetensors file, from its header (``size``/``mtime_ns`` key the cache)."""
+    if path.endswith(".gguf"):
         from gguf import GGUFReader
 
-        return float(sum(int(t.n_elements) for t in GGUFReader(str(w.gguf_file)).tensors))
-    if w.directory is None:
-        return math.inf
+        return sum(int(t.n_elements) for t in GGUFReader(path).tensors)
     from safetensors import safe_open
 
-    total = 0
-    for f in sorted(Path(w.directory).glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as fh:
-            total += sum(int(np.prod(fh.get_slice(k).get_shape())) for k in fh.keys())
-    return float(total)
+    with safe_open(path, framework="pt") as fh:
+        return sum(int(np.prod(fh.get_slice(k).get_shape())) for k in fh.keys())
 
 
 def smallest_model(specs: Sequence[Any]) -> Any:
