@@ -23,10 +23,8 @@ def ensure_instance_dir(home: Path | None = None) -> Path:
     d = (home or paths.home()) / "dagster_home"
     d.mkdir(parents=True, exist_ok=True)
     cfg = d / "dagster.yaml"
-    if not cfg.exists():  # tmp + rename: a concurrent `simassets run` never reads a half-written file
-        tmp = d / f".dagster.yaml.{os.getpid()}.tmp"
-        tmp.write_text("telemetry:\n  enabled: false\n")
-        os.replace(tmp, cfg)
+    if not cfg.exists():  # written atomically: a concurrent `simassets run` never reads a half-written file
+        paths.atomic_write_text(cfg, "telemetry:\n  enabled: false\n")
     return d
 
 

@@ -204,3 +204,23 @@ def test_a_transient_failure_is_retried_and_progress_is_logged(materialized_stud
     assert any(f"model {MODEL}:" in m and "parameters, loaded in" in m for m in messages)
     assert any(f"evaluated {MODEL} on arc_easy: 6 examples in" in m for m in messages)
     assert wh.read_partition("benchmark_scores", "quick", keys)["n"].tolist() == [6]
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    """The one atomic write every cache and stamp uses: a failing writer leaves the stored file as it was
+    and no temporary file behind; a successful one replaces it whole."""
+    from simassets.core.paths import atomic_write, atomic_write_text
+
+    target = tmp_path / "sub" / "stamp.json"
+    atomic_write_text(target, '{"fingerprint": "old"}')
+
+    def half_then_fail(fh):
+        fh.write(b'{"finger')
+        raise OSError("disk full (simulated)")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, half_then_fail)
+    assert target.read_text() == '{"fingerprint": "old"}'
+    assert sorted(p.name for p in target.parent.iterdir()) == ["stamp.json"]
+    atomic_write_text(target, '{"fingerprint": "new"}')
+    assert target.read_text() == '{"fingerprint": "new"}'

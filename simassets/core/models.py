@@ -250,17 +250,7 @@ def save_registry(models: Mapping[str, ModelSpec], path: Path | str | None = Non
         "\n[[models]]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in _spec_to_table(s).items())
         for s in models.values()
     )
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    paths.atomic_write_text(file, text)
 
 
 def add_model(spec: ModelSpec, path: Path | str | None = None, replace: bool = False) -> None:

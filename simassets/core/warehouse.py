@@ -250,9 +250,7 @@ class Warehouse:
                 con.execute(sql)
         finally:
             con.close()
-        tmp = stamp.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": wanted}))
-        os.replace(tmp, stamp)
+        paths.atomic_write_text(stamp, json.dumps({"fingerprint": wanted}))
         return "views created"
 
     def connect_readonly(self):

@@ -10,7 +10,6 @@ positive controls, budget), reads the warehouse and writes ``finetune_runs`` + `
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import version
@@ -22,6 +21,7 @@ import pandas as pd
 from simassets.core import plots
 from simassets.core.finetune import FinetuneConfig, Target
 from simassets.core.hashing import canonical_json, sha256_text
+from simassets.core.paths import atomic_write_text
 from simassets.core.measures.task2vec import Task2VecParams
 from simassets.core.training import TrainConfig
 from simassets.defs.attribution import FiguresFreshness, training_mode, with_run_settings
@@ -147,10 +147,7 @@ def _base_loss(spec, target: Target, batch_size: int, device: str, cache_dir: Pa
         return float(got["loss"]), int(got["n_tokens"])
     loaded = load_causal_lm(spec, device=device)
     loss, n = target_loss(loaded.model, loaded.tokenizer, target, batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # renamed into place: a reader never sees half a file
-    tmp.write_text(json.dumps({"loss": loss, "n_tokens": n, "target": target.name, "model": spec.id}))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"loss": loss, "n_tokens": n, "target": target.name, "model": spec.id}))
     return loss, n
 
 

@@ -62,8 +62,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,6 +71,7 @@ import numpy as np
 
 from simassets.core.hashing import fingerprint, seeded_hash64, sha256_text
 from simassets.core.measures.model import pad_id_of, right_pad
+from simassets.core.paths import atomic_write
 
 TASK2VEC_VERSION = 1  # part of every cache key: bump when the estimator changes
 PARAMETER_SETS = ("all", "last_block", "lm_head")
@@ -374,20 +373,6 @@ def weights_fingerprint(model: Any) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class Task2VecCache:
     """Batch embeddings on disk, one ``.npy`` (``n_batches x dim``) per (dataset, probe, params).
 
@@ -418,8 +403,8 @@ class Task2VecCache:
     def save(self, dataset_hash: str, probe: str, params: Task2VecParams, embs: Sequence[np.ndarray]) -> Path:
         path = self.path(dataset_hash, probe, params)
         meta = {"version": TASK2VEC_VERSION, "dataset": dataset_hash, "probe": probe, "params": params.as_dict()}
-        _atomic_write(path.with_suffix(".json"), lambda fh: fh.write(json.dumps(meta, indent=1).encode()))
-        _atomic_write(path, lambda fh: np.save(fh, np.stack([np.asarray(e, dtype=np.float32) for e in embs])))
+        atomic_write(path.with_suffix(".json"), lambda fh: fh.write(json.dumps(meta, indent=1).encode()))
+        atomic_write(path, lambda fh: np.save(fh, np.stack([np.asarray(e, dtype=np.float32) for e in embs])))
         return path
 
     def embeddings(self, model: Any, tokenizer: Any, texts: Sequence[str], params: Task2VecParams,
