@@ -213,7 +213,8 @@ def parameter_count(spec: Any) -> float:
     if not files:
         return math.inf
     # parsing a GGUF header reads its whole vocabulary (seconds for Gemma's 262k): once per file version
-    return float(sum(_file_parameters(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    stats = [(str(f), f.stat()) for f in files]
+    return float(sum(_file_parameters(name, st.st_size, st.st_mtime_ns) for name, st in stats))
 
 
 @lru_cache(maxsize=128)
