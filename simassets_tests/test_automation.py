@@ -259,7 +259,6 @@ def test_removing_a_model_deletes_its_rows_and_requests_the_study(materialized_s
     assert {a for assets, _ in _requested(result) for a in assets} <= automated_assets() and result.run_requests
 
 
-
 def test_removing_a_corpus_deletes_its_rows_in_every_table_including_task2vec_diversity(tmp_path):
     """``delete_partitions_where`` also matches tables keyed by (dataset_kind, dataset): a corpus that leaves
     the catalog takes its Task2Vec diversity row with it, and a benchmark of the same name keeps its own."""
