@@ -6,6 +6,12 @@ One warm-up step, then ``--steps`` timed optimizer steps of ``batch-size x seq-l
 profile's fine-tuning step: 4 x 128) with full-parameter updates, and with ``--lora`` the same with LoRA
 adapters (rank 8, all linear layers). Prints seconds per step, tokens per second, peak memory, the
 LoRA/full ratio and the quick study's fine-tuning time these figures imply.
+
+``--alignment`` also times the Task2Vec side of the quick intervention study: one probe batch under the
+study's own quick parameters (what the interventions use now: the corpora's and benchmarks' embeddings
+come from ``corpus_task2vec``/``benchmark_task2vec``'s cache, only held-out C4 and C4-minus-held-out are
+new) against the baseline the interventions used before (their own all-weights 4 x 8 x 128 embedding of
+every corpus and target), and prints both totals and their ratio.
 """
 
 from __future__ import annotations
@@ -87,6 +93,8 @@ def arguments(description: str) -> argparse.Namespace:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--lora", action="store_true", help="also time LoRA (rank 8) updates")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--alignment", action="store_true",
+                    help="also time the quick interventions' Task2Vec embeddings against the all-weights baseline")
     return ap.parse_args()
 
 
@@ -123,6 +131,40 @@ def main() -> None:
     if (quick.train.batch_size, quick.train.seq_len) == (cfg.batch_size, cfg.seq_len):
         print(f"quick interventions: {quick.steps} steps x 5 corpora = {5 * quick.steps * per_step['full'] / 60:.1f} min "
               "of full-parameter training (target losses and Task2Vec not included)")
+    if args.alignment:
+        alignment_cost(loaded)
+
+
+def alignment_cost(loaded) -> None:
+    """Task2Vec seconds of the quick intervention study: its setup now vs the all-weights baseline."""
+    from simassets.core.catalog import load_catalog
+    from simassets.core.measures.task2vec import Task2VecParams, batch_embedding, draw_batch
+    from simassets.defs.interventions import SETUP
+    from simassets.defs.task2vec import task2vec_params
+
+    catalog = load_catalog()
+    seed, n_corpora = catalog.profile("quick").seed, len(catalog.corpora_for("quick"))
+    if SETUP["quick"].task2vec is not None:
+        raise SystemExit("this comparison assumes the quick interventions use the study's own Task2Vec parameters")
+    now = task2vec_params("quick", seed)
+    before = Task2VecParams(seed=seed)  # the interventions' former default: all weights, 4 batches x 8 x 128
+    texts = c4_texts(200)
+    n_targets = len(SETUP["quick"].targets)
+    per_batch = {}
+    for name, params in (("now", now), ("before", before)):
+        batch_embedding(loaded.model, loaded.tokenizer, draw_batch(texts, params.batch_size, seed, 0), params, 0)  # warm-up
+        t = time.perf_counter()
+        batch_embedding(loaded.model, loaded.tokenizer, draw_batch(texts, params.batch_size, seed, 1), params, 1)
+        per_batch[name] = time.perf_counter() - t
+        print(f"Task2Vec {name:<6} {params.parameters:<10} {params.batch_size} x {params.seq_len} tokens: "
+              f"{per_batch[name]:.2f} s/batch", flush=True)
+    # now: only the held-out C4 target and C4 minus its held-out part are new datasets; before: every
+    # training corpus and every target (each embedded once, then cached)
+    total_now = 2 * now.n_batches * per_batch["now"]
+    total_before = (n_corpora + n_targets) * before.n_batches * per_batch["before"]
+    print(f"quick interventions' Task2Vec: now {2 * now.n_batches} batches = {total_now:.0f} s; before "
+          f"{(n_corpora + n_targets) * before.n_batches} batches = {total_before:.0f} s; "
+          f"before / now = {total_before / total_now:.1f}x")
 
 
 if __name__ == "__main__":
