@@ -136,7 +136,7 @@ def recomputed_since(env: dict[str, str], since: float) -> list[tuple[str, str]]
         for rec in instance.get_records_for_run(record.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records:
             mat = rec.event_log_entry.asset_materialization
             if "skipped" not in mat.metadata:
-                out.append((mat.asset_key.to_user_string(), mat.partition or ""))
+                out.append((mat.asset_key.path[-1], mat.partition or ""))
     return sorted(out)
 
 

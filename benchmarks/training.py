@@ -140,7 +140,7 @@ def alignment_cost(loaded) -> None:
     from simassets.core.catalog import load_catalog
     from simassets.core.measures.task2vec import Task2VecParams, batch_embedding, draw_batch
     from simassets.defs.interventions import SETUP
-    from simassets.defs.task2vec import task2vec_params
+    from simassets.core.measures.task2vec import task2vec_params
 
     catalog = load_catalog()
     seed, n_corpora = catalog.profile("quick").seed, len(catalog.corpora_for("quick"))

@@ -9,18 +9,13 @@ from collections.abc import Sequence
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    os.environ["SIMASSETS_PROFILE"] = args.profile
-    if not args.verbose:  # one progress line per step instead of every library's progress bars
+    if not args.verbose:  # one progress line per run instead of every library's progress bars
         os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from simassets import runner
-    from simassets.core.catalog import load_catalog
-    from simassets.core.models import load_registry, models_for_profile
+    from simassets.core.catalog import CatalogError, load_catalog
+    from simassets.core.models import ModelRegistryError, load_registry, models_for_profile
     from simassets.core.warehouse import Warehouse
-    from simassets.defs.resources import StudyResource
-
-    from simassets.core.catalog import CatalogError
-    from simassets.core.models import ModelRegistryError
 
     try:
         catalog, registry = load_catalog(), load_registry()
@@ -36,27 +31,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
         models = list(args.model)
     wh = Warehouse()
     instance = runner.get_instance()
-    changes = runner.sync_partitions(instance, catalog, registry, wh)
-    if changes:
-        print("partitions synced:", "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.items()))
     try:
-        steps = runner.plan(catalog, args.profile, models, experiments=args.experiments, study=args.study,
-                            skip=args.skip or ())
+        selection = runner.selection_for(args.study, models if args.model else None, args.skip or (), args.experiments)
+        if args.study:
+            from simassets.core.studies import get_study
+
+            get_study(catalog, args.study)
+        waves = runner.plan_summary(args.profile, selection)
     except (CatalogError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    changes = runner.sync(instance)
+    if changes:
+        print("partitions synced:", "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.items()))
     scope = f"study {args.study}" if args.study else (f"{len(catalog.corpora_for(args.profile))} corpora, "
                                                       f"{len(catalog.benchmarks_for(args.profile))} benchmarks")
-    print(f"simassets run --profile {args.profile}: {scope}, models {models}; {len(steps)} steps"
+    print(f"simassets run --profile {args.profile}: {scope}, models {models}; {len(waves)} waves"
           + (f" (skipping {', '.join(args.skip)})" if args.skip else "") + f"; warehouse {wh.home}")
-    study = StudyResource(profile=args.profile)
-    report = (runner.execute_parallel(steps, study, args.workers) if args.workers > 1
-              else runner.execute(steps, instance, {"study": study}))
+    report = runner.execute(args.profile, selection, instance, workers=args.workers)
     print(wh.ensure_views())
-    print(f"\ndone in {report.seconds:.0f}s: {len(report.computed)} computed, {len(report.skipped)} skipped "
-          f"(unchanged), {len(report.failed)} failed")
-    for label, error in report.failed:
+    print(f"\ndone in {report.seconds:.0f}s ({report.runs} runs): {len(report.computed)} computed, "
+          f"{len(report.skipped)} skipped (unchanged), {len(report.failed)} failed")
+    for label, error in report.failed[:20]:
         print(f"  FAILED {label}: {error}")
+    if len(report.failed) > 20:
+        print(f"  ... and {len(report.failed) - 20} more")
     _print_summary(wh, args.profile)
     return 1 if report.failed else 0
 

@@ -1,4 +1,9 @@
-"""The code location: every definition under ``simassets/defs`` (autoloaded)."""
+"""The code location: every definition under ``simassets/defs`` (autoloaded).
+
+Runs execute their steps in the run's own process (``in_process_executor``): a model or a corpus index loaded by
+one step serves the next one, and a run pays one process start-up, not one per step. Parallelism comes from the
+run queue, which the project's instance limits to the machine's cores (``simassets.core.budget``).
+"""
 
 from pathlib import Path
 
@@ -7,4 +12,5 @@ import dagster as dg
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    return dg.Definitions.merge(dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
+                                dg.Definitions(executor=dg.in_process_executor))

@@ -87,3 +87,28 @@ def tiny_study(tmp_path, tiny_model_dir, monkeypatch) -> Path:
     monkeypatch.setenv("SIMASSETS_HOME", str(home))
     monkeypatch.setenv("SIMASSETS_PROFILE", "quick")
     return home
+
+
+def materialize(names, partition_key=None, instance=None, profile: str = "quick", resources=None, tags=None,
+                raise_on_error: bool = False):
+    """Materialize assets of one profile (by name) in this process, as a run of the code location would."""
+    import dagster as dg
+
+    from simassets import runner
+    from simassets.defs import factory
+    from simassets.defs.resources import StudyResource
+
+    return dg.materialize(list(runner.definitions().assets or ()), selection=[factory.asset_key(profile, n) for n in names], partition_key=partition_key,
+                          instance=instance, resources=resources or {"study": StudyResource()}, tags=tags,
+                          raise_on_error=raise_on_error, run_config=runner.QUIET)
+
+
+def add_partitions(instance, profile: str = "quick", **keys) -> None:
+    """Add dynamic partitions of a profile, e.g. ``add_partitions(instance, corpus=["c4_en"])``."""
+    from simassets.defs import factory
+
+    for dim, values in keys.items():
+        have = instance.get_dynamic_partitions(factory.partitions_name(profile, dim))
+        new = [v for v in values if v not in have]
+        if new:
+            instance.add_dynamic_partitions(factory.partitions_name(profile, dim), new)

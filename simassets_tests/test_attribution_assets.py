@@ -21,22 +21,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 MODEL, CORPORA, BENCHES = "tiny-llama", ("c4_en", "pubmed_abstracts"), ("arc_easy", "lambada_openai")
 
 
-def _assets():
-    from simassets.defs import attribution, interventions
-    from simassets.defs.benchmarks import benchmark_examples
-    from simassets.defs.corpora import corpus_documents
-    from simassets.defs.evaluation import benchmark_evaluation
-    from simassets.defs.text_similarity import text_similarity
-
-    return [corpus_documents, benchmark_examples, benchmark_evaluation, text_similarity, attribution.unlearning_runs,
-            attribution.attribution_analysis, interventions.finetune_runs, interventions.alignment_vs_loss]
-
-
 def _run(instance, names: list[str], key=None) -> list[dg.AssetMaterialization]:
-    from simassets.defs.resources import StudyResource
+    from simassets_tests.conftest import materialize
 
-    res = dg.materialize(_assets(), selection=names, partition_key=key, instance=instance,
-                         resources={"study": StudyResource()}, tags={"simassets/runner": "test"})
+    res = materialize(names, key, instance, tags={"simassets/runner": "test"}, raise_on_error=True)
     return [e.event_specific_data.materialization for e in res.get_asset_materialization_events()]
 
 
@@ -72,8 +60,7 @@ def study(tmp_path_factory, tiny_model_dir):
     """The tiny study (conftest's catalog) with its corpora, two benchmarks evaluated with a tiny model that
     learned the first blocks of each corpus sample, and their text similarity materialized; module-wide."""
     from simassets.core.catalog import load_catalog
-    from simassets.runner import sync_partitions
-    from simassets_tests.conftest import TINY_CATALOG
+    from simassets_tests.conftest import TINY_CATALOG, add_partitions
 
     root = tmp_path_factory.mktemp("attribution_study")
     catalog_dir, home = root / "catalog", root / "home"
@@ -84,7 +71,7 @@ def study(tmp_path_factory, tiny_model_dir):
         for k, v in {"SIMASSETS_CATALOG_DIR": catalog_dir, "SIMASSETS_HOME": home, "SIMASSETS_PROFILE": "quick"}.items():
             mp.setenv(k, str(v))
         instance = dg.DagsterInstance.ephemeral()
-        sync_partitions(instance, load_catalog(), [MODEL])
+        add_partitions(instance, corpus=list(CORPORA), benchmark=list(BENCHES), model=[MODEL])
         for c in CORPORA:
             _run(instance, ["corpus_documents"], c)
         knowing = _model_knowing_the_samples(tiny_model_dir, root / "knowing", load_catalog().profile("quick").seed)

@@ -25,6 +25,7 @@ from simassets.core.sampling import MAX_DOC_CHARS, SourceError, sample_source
 from simassets.core.tasks import TaskBuildError, task_config
 from simassets.core.warehouse import Warehouse, partition_filename
 from simassets.defs.resources import StudyResource
+from simassets_tests.conftest import add_partitions, materialize
 
 GOOD = [{"id": f"d{i:02d}", "text": f"document {i} about rivers, towns and the weather in spring"} for i in range(30)]
 BAD_ROW = 12  # 1-based line of the bad row inside a file of GOOD rows
@@ -98,8 +99,7 @@ def test_duplicate_ids_empty_files_and_unknown_policy(tmp_path):
 
 
 def _materialize(selection: list[str], partition_key: str, instance) -> dg.ExecuteInProcessResult:
-    return dg.materialize(runner.all_assets(), selection=selection, partition_key=partition_key, instance=instance,
-                          resources={"study": StudyResource()}, raise_on_error=False)
+    return materialize(selection, partition_key, instance)
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
@@ -115,7 +115,7 @@ def test_corpus_asset_keeps_stored_rows_and_skip_policy_is_recorded(tiny_study, 
     cat_file.write_text(cat_file.read_text().replace('"corpora/c4_en.jsonl"', json.dumps(str(source))))
     wh, keys = Warehouse(), {"corpus": "c4_en"}
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("corpus", ["c4_en"])
+        add_partitions(instance, corpus=["c4_en"])
         assert _materialize(["corpus_documents"], "c4_en", instance).success
         before, fp_before = wh.read_partition("corpus_documents", "quick", keys), wh.fingerprint("corpus_documents", "quick", keys)
 
@@ -132,7 +132,7 @@ def test_corpus_asset_keeps_stored_rows_and_skip_policy_is_recorded(tiny_study, 
         monkeypatch.setenv("SIMASSETS_ON_BAD_ROW", "skip")
         result = _materialize(["corpus_documents"], "c4_en", instance)
         assert result.success
-        mat = result.asset_materializations_for_node("corpus_documents")[0]
+        mat = result.asset_materializations_for_node("quick__corpus_documents")[0]
         assert mat.metadata["skipped_bad_rows"].value == 1
         stored = wh.stored("corpus_documents", "quick", keys)
         assert stored.info["n_skipped"] == 1 and stored.info["on_bad_row"] == "skip"
@@ -166,8 +166,7 @@ def test_bad_models_fail_fast_with_clear_errors_and_keep_stored_rows(tiny_study,
     registry.write_text(registry.read_text() + "".join(f'\n[[models]]\nid = "{i}"\n{body}\n' for i, (body, _) in bad.items()))
     wh = Warehouse()
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("benchmark", ["arc_easy"])
-        instance.add_dynamic_partitions("model", list(bad))
+        add_partitions(instance, benchmark=["arc_easy"], model=list(bad))
         assert _materialize(["benchmark_examples"], "arc_easy", instance).success
         for model_id, (_, says) in bad.items():
             keys = {"model": model_id, "benchmark": "arc_easy"}

@@ -20,7 +20,6 @@ import pytest
 from simassets import cli, runner
 from simassets.core.schema import TABLES
 from simassets.core.warehouse import Warehouse
-from simassets.defs.resources import StudyResource
 from simassets_tests.test_automation import BENCHMARKS, materialized_study, template_study  # noqa: F401 (fixtures)
 
 MODEL = "tiny-llama"
@@ -97,13 +96,33 @@ def test_parallel_and_simultaneous_runs_match_a_serial_run_while_a_reader_is_ope
     _assert_same_rows(_model_rows(wh), serial)
     instance = runner.get_instance()
     assert instance.get_runs() and all(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs())
-    assert sorted(instance.get_dynamic_partitions("model")) == [MODEL]  # the racing syncs agreed
+    assert sorted(instance.get_dynamic_partitions("quick_model")) == [MODEL]  # the racing syncs agreed
 
 
-def test_a_multiprocess_backfill_of_model_benchmark_partitions_matches_a_serial_run(materialized_study):
-    """The deployment path: one run per model x benchmark partition (as a UI backfill launches them), two
-    runs at a time, each executed out of process by Dagster's multiprocess executor (a process per step),
-    while a user's read-only SQL session stays open: no lock errors, and the same rows as the serial run."""
+def _launch(request: dict) -> tuple[bool, int]:
+    """A run request executed as the run launcher executes it: the code location's job over the request's
+    partition range, in a process of its own (a spawn pool worker here, ``dagster api execute_run`` there)."""
+    import dagster as dg
+
+    from simassets import runner
+
+    os.environ["SIMASSETS_TORCH_THREADS"] = "1"
+    instance = runner.get_instance()
+    job = dg.build_reconstructable_job("simassets.runner", "code_location_job", reconstructable_args=(request["job"],))
+    keys = [dg.AssetKey(k) for k in request["assets"]]
+    with dg.execute_job(job, instance, run_config=runner.QUIET, tags=request["tags"], asset_selection=keys) as result:
+        return result.success, os.getpid()
+
+
+def test_the_syncs_runs_of_a_new_model_run_side_by_side_and_match_a_serial_run(materialized_study):
+    """The UI path: the sync sensor asks for a model's model x benchmark partitions as one range run per core
+    (each loads the model once); executed side by side out of process, while a user's read-only SQL session
+    stays open: no lock errors, and the same rows as the serial run."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    from simassets_tests.test_automation import _tick
+
     wh = Warehouse()
     serial = _model_rows(wh)
     for table in ("example_results", "benchmark_scores", "example_similarity", "dataset_similarity"):
@@ -111,34 +130,30 @@ def test_a_multiprocess_backfill_of_model_benchmark_partitions_matches_a_serial_
             parts = path.stem.split("__")
             if f"model={MODEL}" in parts and any(p.startswith("benchmark=") for p in parts):
                 path.unlink()
+    instance = runner.get_instance()
+    requests = [r for r in _tick(instance).run_requests if r.job_name == "quick__refresh_model_x_benchmark"]
+    assert len(requests) == 2 and any("dagster/asset_partition_range_start" in r.tags for r in requests)
     reader = duckdb.connect(str(wh.db_path), read_only=True)
     try:
         assert reader.execute("select count(*) from benchmark_scores").fetchone() == (0,)
-        keys = [dg.MultiPartitionKey({"model": MODEL, "benchmark": b}) for b in BENCHMARKS]
-        lines: list[str] = []
-        report = runner.backfill(keys, max_concurrent_runs=2, max_concurrent_steps=2, progress=lines.append)
-        assert not report.failed and len(report.computed) == len(BENCHMARKS), lines
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_launch, [{"job": r.job_name, "tags": dict(r.tags),
+                                            "assets": [k.path for k in r.asset_selection]} for r in requests]))
+        assert all(ok for ok, _ in done) and len({pid for _, pid in done}) == 2
         assert reader.execute("select count(*) from benchmark_scores").fetchone() == (len(BENCHMARKS),)
     finally:
         reader.close()
     _assert_same_rows(_model_rows(wh), serial)
-    instance = runner.get_instance()
-    runs = [r for r in instance.get_runs() if r.tags.get("simassets/runner") == "backfill"]
-    assert len(runs) == len(BENCHMARKS) and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    assert {r.job_name for r in runs} == {"refresh_benchmark_x_model"}
-    assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(str(k) for k in keys)
-    step_pids = {rec.event_log_entry.dagster_event.pid for r in runs
-                 for rec in instance.get_records_for_run(r.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records}
-    run_pids = {rec.event_log_entry.dagster_event.pid for r in runs
-                for rec in instance.get_records_for_run(r.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS).records}
-    # every step ran in a process of its own (the multiprocess executor), not in the launching process
-    assert len(step_pids) == 2 * len(BENCHMARKS) and not step_pids & run_pids and os.getpid() not in step_pids
-    # two runs were launched from two processes, and ran side by side
-    assert len(run_pids) == 2 and os.getpid() not in run_pids
-    spans = sorted((rec.start_time, rec.end_time) for rec in instance.get_run_records()
-                   if rec.dagster_run.tags.get("simassets/runner") == "backfill")
-    assert all(s and e for s, e in spans)
-    assert any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1)), spans
+    runs = [r for r in instance.get_run_records() if r.dagster_run.job_name == "quick__refresh_model_x_benchmark"
+            and r.dagster_run.tags.get("simassets/trigger") == "catalog_sync_quick"]
+    assert len(runs) == 2 and all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    # one step per asset per run: the model loaded once for all of the run's partitions
+    for r in runs:
+        steps = instance.get_records_for_run(r.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records
+        assert len(steps) == 2
+    spans = sorted((r.start_time, r.end_time) for r in runs)
+    assert spans[1][0] < spans[0][1], spans  # the two runs overlapped
+    assert not _tick(instance).run_requests  # nothing left to do
 
 
 def test_sigkill_mid_write_loses_nothing_and_the_next_run_completes(materialized_study, tmp_path):
@@ -175,9 +190,11 @@ def test_sigkill_mid_write_loses_nothing_and_the_next_run_completes(materialized
 
 def test_a_transient_failure_is_retried_and_progress_is_logged(materialized_study, monkeypatch):
     import simassets.core.evaluation as evaluation
-    from simassets.defs.evaluation import benchmark_evaluation
+    from simassets.defs import factory
+    from simassets_tests.conftest import materialize
 
-    policy = benchmark_evaluation.op.retry_policy
+    evaluation_asset = runner.repository().assets_defs_by_key[factory.asset_key("quick", "benchmark_evaluation")]
+    policy = evaluation_asset.op.retry_policy
     assert policy is not None and policy.max_retries == 2  # bounded
     real, calls = evaluation.evaluate_benchmark, []
 
@@ -191,12 +208,9 @@ def test_a_transient_failure_is_retried_and_progress_is_logged(materialized_stud
     wh, keys = Warehouse(), {"model": MODEL, "benchmark": "arc_easy"}
     wh.delete_partitions_where("benchmark", "arc_easy")  # its evaluation must run again (examples too)
     instance = runner.get_instance()
-    examples = dg.materialize(runner.all_assets(), selection=["benchmark_examples"], partition_key="arc_easy",
-                              instance=instance, resources={"study": StudyResource()})
+    examples = materialize(["benchmark_examples"], "arc_easy", instance)
     assert examples.success
-    result = dg.materialize(runner.all_assets(), selection=["benchmark_evaluation"],
-                            partition_key=str(dg.MultiPartitionKey(keys)), instance=instance,
-                            resources={"study": StudyResource()})
+    result = materialize(["benchmark_evaluation"], str(dg.MultiPartitionKey(keys)), instance)
     assert result.success and len(calls) == 2
     assert [e.event_type_value for e in result.all_events].count("STEP_UP_FOR_RETRY") == 1
     messages = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]

@@ -91,28 +91,29 @@ def test_smallest_registered_model_is_the_probe(tmp_path, tiny_model_dir):
 def test_the_task2vec_probe_is_pinned_by_the_profile_and_falls_back_to_the_smallest(tiny_study, tmp_path, tiny_model_dir):
     """One probe for every Task2Vec measure: the profile's ``task2vec_probe`` wins over a smaller model; without
     it the smallest registered model; a pinned id that is not registered is refused naming both files."""
-    import dagster as dg
-
     from simassets.core import paths
+    from simassets.core.catalog import CatalogError
+    from simassets.core.measures.task2vec import probe_spec
     from simassets.core.testing import make_tiny_causal_lm
     from simassets.defs.resources import StudyResource
-    from simassets.defs.task2vec import probe_spec
+
+    scope = lambda: StudyResource().scope("quick")  # noqa: E731 -- a fresh scope reads the files again
 
     big = make_tiny_causal_lm(tmp_path / "big", hidden_size=64)
     cat_dir = paths.catalog_dir()
     (cat_dir / "models.toml").write_text(
         f'[[models]]\nid = "big"\nkind = "local"\npath = "{big}"\n\n'
         f'[[models]]\nid = "tiny-llama"\nkind = "local"\npath = "{tiny_model_dir}"\n')
-    assert probe_spec(StudyResource()).id == "tiny-llama"  # no pin: the fewest parameters
+    assert probe_spec(scope()).id == "tiny-llama"  # no pin: the fewest parameters
     catalog = (cat_dir / "catalog.toml").read_text()
     pinned = catalog.replace("embedding_top_k = 5\n", 'embedding_top_k = 5\ntask2vec_probe = "big"\n', 1)
     assert pinned != catalog
     (cat_dir / "catalog.toml").write_text(pinned)
-    assert StudyResource().profile_spec().task2vec_probe == "big"
-    assert probe_spec(StudyResource()).id == "big"  # pinned: a smaller registered model does not take over
+    assert scope().spec.task2vec_probe == "big"
+    assert probe_spec(scope()).id == "big"  # pinned: a smaller registered model does not take over
     (cat_dir / "catalog.toml").write_text(pinned.replace('"big"', '"gone"'))
-    with pytest.raises(dg.Failure, match=r"catalog\.toml.*task2vec_probe = 'gone' is not in the model registry .*models\.toml"):
-        probe_spec(StudyResource())
+    with pytest.raises(CatalogError, match=r"catalog\.toml.*task2vec_probe = 'gone' is not in the model registry .*models\.toml"):
+        probe_spec(scope())
 
 
 def test_alignment_loss_table_by_hand():

@@ -55,12 +55,13 @@ def test_whole_graph_materializes_and_reruns_skip(tiny_study, capsys):
     assert {c["corpus"] for c in corr} == {"", "c4_en", "pubmed_abstracts"}  # "": model-only measures (perplexity)
     assert all(c["n"] == 3 for c in corr)
 
-    # a second run recomputes nothing
+    # a second run recomputes nothing, and starts no run: the planner finds every partition unchanged
     assert cli.main(["run", "--profile", "quick"]) == 0
     out = capsys.readouterr().out
-    assert ": 0 computed," in out, out
-    steps = [line for line in out.splitlines() if line.startswith("[")]
-    assert steps and all("skipped" in line for line in steps), out
+    assert "(0 runs): 0 computed," in out, out
+    waves = [line for line in out.splitlines() if line.startswith("wave ")]
+    assert waves and all("unchanged" in line for line in waves), out
+    assert not [line for line in out.splitlines() if line.startswith("[run")], out
 
 
 @pytest.mark.slow

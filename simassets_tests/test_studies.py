@@ -139,14 +139,12 @@ def build_study(root: Path) -> tuple[Path, Path]:
 
 
 def materialize(catalog_dir: Path, home: Path, study: str, instance: dg.DagsterInstance | None = None):
-    from simassets.defs.studies import correlations, measure_agreement, per_example_analysis
+    from simassets_tests.conftest import add_partitions, materialize as run
 
     instance = instance or dg.DagsterInstance.ephemeral()
-    if study not in instance.get_dynamic_partitions("study"):
-        instance.add_dynamic_partitions("study", [study])
-    return dg.materialize([correlations, measure_agreement, per_example_analysis], partition_key=study,
-                          instance=instance, raise_on_error=True,
-                          resources={"study": StudyResource(home=str(home), catalog_dir=str(catalog_dir), profile="quick")})
+    add_partitions(instance, study=[study])
+    return run(["correlations", "measure_agreement", "per_example_analysis"], study, instance, raise_on_error=True,
+               resources={"study": StudyResource(home=str(home), catalog_dir=str(catalog_dir))})
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +305,7 @@ def test_rerun_skips_then_an_upstream_change_recomputes(study_run):
         .event_specific_data.materialization.metadata["skipped"].value
     write_scores(wh, "m2", "b3", 5.0, fp="fp2")  # m2 scores now 50,20,5,10,30
     third = materialize(catalog_dir, home, "english", instance)
-    skipped = {m.asset_key.to_user_string(): "skipped" in m.event_specific_data.materialization.metadata
+    skipped = {m.asset_key.path[-1]: "skipped" in m.event_specific_data.materialization.metadata
                for m in third.get_asset_materialization_events()}
     assert skipped == {"correlations": False, "per_example_analysis": True, "measure_agreement": True}
     assert wh.fingerprint("correlations", "quick", {"study": "english"}) != before
@@ -330,38 +328,39 @@ def test_study_selecting_nothing_writes_empty_partitions(study_run):
     assert result.success
     for table in ("correlations", "measure_agreement", "per_example_analysis"):
         stored = Warehouse(home).stored(table, "quick", {"study": "french"})
-        assert stored.rows == 0 and stored.info == {"plots": []}
+        assert stored.rows == 0 and stored.info["plots"] == []
     assert not list((home / "plots" / "quick" / "french").glob("*.png"))
 
 
 def test_unknown_study_partition_fails_clearly(study_run):
     catalog_dir, home, _, _ = study_run
-    with pytest.raises(dg.Failure, match="unknown study 'ghost'"):
+    with pytest.raises(dg.Failure, match="study 'ghost' is not in profile 'quick'"):
         materialize(catalog_dir, home, "ghost")
 
 
 # --------------------------------------------------------------------------- automation
 @pytest.mark.filterwarnings("ignore::dagster.BetaWarning")  # raised inside dg.evaluate_automation_conditions
 def test_study_assets_refresh_when_any_input_partition_changes():
-    from simassets.defs.evaluation import benchmark_evaluation
-    from simassets.defs.similarity import embedding_similarity
-    from simassets.defs.studies import SIMILARITY_ASSETS, correlations, measure_agreement, per_example_analysis, study_partitions
+    from simassets import runner
+    from simassets.defs import factory
+    from simassets_tests.conftest import add_partitions
 
-    @dg.asset(partitions_def=study_partitions, automation_condition=dg.AutomationCondition.eager(),
-              deps=[dg.AssetDep(a, partition_mapping=dg.AllPartitionMapping())
-                    for a in (embedding_similarity, benchmark_evaluation)])
+    key = lambda name: factory.asset_key("quick", name)  # noqa: E731
+
+    @dg.asset(key=key("eager_correlations"), partitions_def=factory.partitions_def("quick", "study"),
+              automation_condition=dg.AutomationCondition.eager(),
+              deps=[dg.AssetDep(key(a), partition_mapping=dg.AllPartitionMapping())
+                    for a in ("embedding_similarity", "benchmark_evaluation")])
     def eager_correlations() -> None:
         """The same dependencies under plain eager(), for contrast."""
 
-    studies = [correlations, measure_agreement, per_example_analysis]
-    defs = dg.Definitions(assets=[*SIMILARITY_ASSETS, benchmark_evaluation, *studies, eager_correlations],
-                          resources={"study": StudyResource()})
+    quick = [a for a in runner.definitions().assets or () if a.key.path[0] == "quick"]
+    defs = dg.Definitions(assets=[*quick, eager_correlations], resources={"study": StudyResource()})
     instance = dg.DagsterInstance.ephemeral()
-    for name, keys in {"corpus": ["c1"], "benchmark": ["b1", "b2", "b3"], "model": ["m1"], "study": ["all"]}.items():
-        instance.add_dynamic_partitions(name, keys)
+    add_partitions(instance, corpus=["c1"], benchmark=["b1", "b2", "b3"], model=["m1"], study=["all"])
 
     def mat(asset: str, partition: str) -> None:
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=partition))
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key(asset), partition=partition))
 
     sim = lambda b: str(dg.MultiPartitionKey({"corpus": "c1", "benchmark": b}))  # noqa: E731
     ev = lambda b: str(dg.MultiPartitionKey({"model": "m1", "benchmark": b}))  # noqa: E731
@@ -375,7 +374,7 @@ def test_study_assets_refresh_when_any_input_partition_changes():
 
     mat("embedding_similarity", sim("b2"))  # one input partition changes
     second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-    requested = {k.to_user_string(): second.get_requested_partitions(k) for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    requested = {k.path[-1]: second.get_requested_partitions(k) for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert requested["correlations"] == {"all"}
     assert requested["measure_agreement"] == {"all"}
     assert requested["per_example_analysis"] == {"all"}
@@ -385,5 +384,5 @@ def test_study_assets_refresh_when_any_input_partition_changes():
 
     mat("benchmark_evaluation", ev("b1"))  # a score changes: the score-free agreement matrix stays
     fourth = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor)
-    assert fourth.get_requested_partitions(dg.AssetKey("correlations")) == {"all"}
-    assert fourth.get_requested_partitions(dg.AssetKey("measure_agreement")) == set()
+    assert fourth.get_requested_partitions(key("correlations")) == {"all"}
+    assert fourth.get_requested_partitions(key("measure_agreement")) == set()

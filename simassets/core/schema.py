@@ -360,3 +360,35 @@ TABLES: dict[str, Table] = {
         )),
     ]
 }
+
+# Table names as constants: code names a table through these, never through a string literal.
+CORPUS_DOCUMENTS = "corpus_documents"
+BENCHMARK_EXAMPLES = "benchmark_examples"
+CORPUS_EMBEDDINGS = "corpus_embeddings"
+BENCHMARK_EMBEDDINGS = "benchmark_embeddings"
+EXAMPLE_SIMILARITY = "example_similarity"
+DATASET_SIMILARITY = "dataset_similarity"
+BENCHMARK_SCORES = "benchmark_scores"
+EXAMPLE_RESULTS = "example_results"
+DATASET_DIVERSITY = "dataset_diversity"
+CORRELATIONS = "correlations"
+MEASURES = "measures"
+MEASURE_AGREEMENT = "measure_agreement"
+PER_EXAMPLE_ANALYSIS = "per_example_analysis"
+UNLEARNING_RUNS = "unlearning_runs"
+ATTRIBUTION = "attribution"
+CORPUS_RELATIONSHIPS = "corpus_relationships"
+HIGH_IMPACT_CORPORA = "high_impact_corpora"
+ATTRIBUTION_SIMILARITY = "attribution_similarity"
+FINETUNE_RUNS = "finetune_runs"
+FINETUNE_EVAL = "finetune_eval"
+ALIGNMENT_VS_LOSS = "alignment_vs_loss"
+SIMILARITY_TABLES = (EXAMPLE_SIMILARITY, DATASET_SIMILARITY)  # the tables every measure family writes
+
+assert set(TABLES) == {v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str)}, \
+    "every table has a name constant"
+
+
+def columns(table: str) -> list[str]:
+    """The columns a computation provides for ``table`` (``profile`` and ``created_at`` are filled on write)."""
+    return [c for c, _, _ in TABLES[table].columns if c not in ("profile", "created_at")]

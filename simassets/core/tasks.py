@@ -353,3 +353,9 @@ def render_examples(spec: BenchmarkSpec, data_root: Path, limit: int | None, see
     ids = select_doc_ids(len(docs), limit, seed, key=spec.name)  # the subset evaluate_benchmark scores
     prepare_task(task, num_fewshot, seed)
     return [render_example(task, i, docs[i], num_fewshot) for i in ids]
+
+
+def benchmark_text(df) -> list[str]:
+    """The text a benchmark example is compared by: the rendered input followed by the gold continuation
+    (``benchmark_examples`` rows), exactly what lm-eval scores."""
+    return (df["input_text"] + df["target_text"]).tolist()

@@ -1,88 +1,121 @@
-"""Sentence embeddings of corpus documents and benchmark examples (content-hash cached)."""
+"""Embeddings of every corpus sample and benchmark: sentence embeddings (all-MiniLM-L6-v2, cached by text) and
+Task2Vec Fisher embeddings under the probe LM (cached by content), with each dataset's diversity coefficient."""
 
+import dataclasses
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
+from simassets.core.computation import Call, Computation, Output, Scope, Upstream
 from simassets.core.hashing import canonical_json, sha256_text
-from simassets.defs.common import Freshness, partition_fingerprint, skipped, upstream_fingerprint
-from simassets.defs.corpora import corpus_documents
-from simassets.defs.benchmarks import benchmark_examples
-from simassets.defs.partitions import benchmark_partitions, corpus_partitions
-from simassets.defs.resources import StudyResource
+from simassets.core.measures.task2vec import dataset_texts, probe_spec, task2vec_params
+from simassets.core.schema import (BENCHMARK_EMBEDDINGS, BENCHMARK_EXAMPLES, CORPUS_DOCUMENTS, CORPUS_EMBEDDINGS,
+                                   DATASET_DIVERSITY)
+from simassets.core.tasks import benchmark_text
+from simassets.defs.factory import build
 
-CODE_VERSION = "1"
+#: per dataset kind: (its rows, its id column, the texts embedded)
+SOURCES = {"corpus": (CORPUS_DOCUMENTS, "doc_id", lambda df: df["text"].tolist()),
+           "benchmark": (BENCHMARK_EXAMPLES, "example_id", benchmark_text)}
 
 
-def _embedder(study: StudyResource):
+def _embedder(scope: Scope):
     from simassets.core.embeddings import get_embedder
 
-    return get_embedder(cache_root=study.cache_dir / "embeddings")
+    return get_embedder(cache_root=scope.cache_dir / "embeddings")
 
 
-def _freshness(study: StudyResource, table: str, upstream: str, keys: dict[str, str]) -> Freshness:
-    wh, profile = study.warehouse(), study.profile_name
-    fp = partition_fingerprint(table, CODE_VERSION, upstream=upstream_fingerprint(wh, upstream, profile, keys),
-                               embedder=_embedder(study).model_key)
-    return Freshness((table,), keys, fp)
+# --------------------------------------------------------------------------- sentence embeddings
+def _sentence_inputs(kind: str):
+    def inputs(scope: Scope, keys) -> dict:
+        return {"upstream": scope.upstream(SOURCES[kind][0], keys), "embedder": _embedder(scope).model_key}
+
+    return inputs
 
 
-def corpus_embeddings_freshness(study: StudyResource, partition_key: str) -> Freshness:
-    return _freshness(study, "corpus_embeddings", "corpus_documents", {"corpus": partition_key})
+def _sentence_embeddings(kind: str):
+    def compute(call: Call) -> Output:
+        table, id_col, texts_of = SOURCES[kind]
+        embedder = _embedder(call.scope)
+        src = call.scope.read(table, call.keys)
+        texts = texts_of(src)
+        vectors = embedder.embed(texts)
+        stats = embedder.last_stats
+        call.log(f"{kind} {dict(call.keys)}: {stats.hits} cached, {stats.misses} embedded in {stats.seconds:.1f}s")
+        rows = pd.DataFrame({id_col: src[id_col].to_numpy(), "text_sha256": [sha256_text(t) for t in texts],
+                             "embedding_model": embedder.model_key, "embedding": list(vectors.astype(np.float32)),
+                             "params": canonical_json(embedder.params())})
+        return Output({CORPUS_EMBEDDINGS if kind == "corpus" else BENCHMARK_EMBEDDINGS: rows}, metadata={
+            "dim": int(vectors.shape[1]), "cache_hits": stats.hits, "embedded": stats.misses,
+            "embedding_model": embedder.model_key})
+
+    return compute
 
 
-def benchmark_embeddings_freshness(study: StudyResource, partition_key: str) -> Freshness:
-    return _freshness(study, "benchmark_embeddings", "benchmark_examples", {"benchmark": partition_key})
+def _sentence_step(kind: str, description: str) -> Computation:
+    return Computation(
+        name=f"{kind}_embeddings", group="embeddings", partitioning=kind, description=description,
+        writes=(CORPUS_EMBEDDINGS if kind == "corpus" else BENCHMARK_EMBEDDINGS,),
+        inputs=_sentence_inputs(kind), compute=_sentence_embeddings(kind), upstream=(Upstream(SOURCES[kind][0]),),
+        kinds=("pytorch", "parquet"), pool="cpu_heavy")
 
 
-def _embed_partition(context: dg.AssetExecutionContext, study: StudyResource, *, table: str, upstream: str,
-                     keys: dict[str, str], id_col: str, texts_of) -> dg.MaterializeResult:
-    profile, wh, embedder = study.profile_name, study.warehouse(), _embedder(study)
-    fresh = _freshness(study, table, upstream, keys)
-    fp = fresh.fingerprint
-    if fresh.fresh(wh, profile):
-        return skipped(context, wh, table, profile, keys, fp)
-    src = wh.read_partition(upstream, profile, keys)
-    texts = texts_of(src)
-    vectors = embedder.embed(texts)
-    stats = embedder.last_stats
-    rows = pd.DataFrame({
-        **{k: v for k, v in keys.items()},
-        id_col: src[id_col].to_numpy(),
-        "text_sha256": [sha256_text(t) for t in texts],
-        "embedding_model": embedder.model_key,
-        "embedding": list(vectors.astype(np.float32)),
-        "params": canonical_json(embedder.params()),
-    })
-    wh.write_partition(table, profile, keys, rows, fp)
-    context.log.info(f"{table} {keys}: {stats.hits} cached, {stats.misses} embedded in {stats.seconds:.1f}s")
-    return dg.MaterializeResult(
-        metadata={"rows": len(rows), "dim": int(vectors.shape[1]), "cache_hits": stats.hits,
-                  "embedded": stats.misses, "seconds": round(stats.seconds, 2),
-                  "embedding_model": embedder.model_key, "fingerprint": fp[:16]},
-        data_version=dg.DataVersion(fp),
-    )
+CORPUS_EMBEDDINGS_STEP = _sentence_step(
+    "corpus", "all-MiniLM-L6-v2 embeddings of a corpus sample; no text is embedded twice (cache by text sha256 and model).")
+BENCHMARK_EMBEDDINGS_STEP = _sentence_step(
+    "benchmark", "all-MiniLM-L6-v2 embeddings of a benchmark's examples (rendered input + gold continuation, as scored).")
 
 
-@dg.asset(partitions_def=corpus_partitions, deps=[corpus_documents], group_name="embeddings",
-          kinds={"pytorch", "parquet"}, code_version=CODE_VERSION, pool="cpu_heavy")
-def corpus_embeddings(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
-    """all-MiniLM-L6-v2 embeddings of a corpus sample; no text is embedded twice (cache by text sha256 and model)."""
-    return _embed_partition(context, study, table="corpus_embeddings", upstream="corpus_documents",
-                            keys={"corpus": context.partition_key}, id_col="doc_id",
-                            texts_of=lambda df: df["text"].tolist())
+# --------------------------------------------------------------------------- Task2Vec
+def _task2vec_inputs(kind: str):
+    def inputs(scope: Scope, keys) -> dict:
+        from simassets.core.models import model_fingerprint
+
+        return {"probe": model_fingerprint(probe_spec(scope)),
+                "params": dataclasses.asdict(task2vec_params(scope.profile, scope.seed)),
+                "upstream": scope.upstream(SOURCES[kind][0], keys)}
+
+    return inputs
 
 
-def benchmark_text(df: pd.DataFrame) -> list[str]:
-    """The text a benchmark example is compared by: the rendered input followed by the gold continuation."""
-    return (df["input_text"] + df["target_text"]).tolist()
+def _task2vec(kind: str):
+    def compute(call: Call) -> Output:
+        from simassets.core.measures.task2vec import Task2VecCache, diversity_coefficient
+        from simassets.core.models import load_causal_lm
+
+        name, scope = call.keys[kind], call.scope
+        probe = load_causal_lm(probe_spec(scope))
+        params = task2vec_params(call.profile, scope.seed)
+        call.log(f"Task2Vec {kind} {name}: {params.n_batches} batches with probe {probe.spec.id}")
+        embs = Task2VecCache(scope.cache_dir / "task2vec").embeddings(
+            probe.model, probe.tokenizer, dataset_texts(scope, kind, name), params, probe.fingerprint)
+        div = diversity_coefficient(embs)
+        row = pd.DataFrame([{"dataset_kind": kind, "dataset": name, "probe": probe.spec.id, "value": div.value,
+                             "ci_low": div.ci_low, "ci_high": div.ci_high, "n_pairs": div.n_pairs,
+                             "params": canonical_json({**params.as_dict(), "probe_fingerprint": probe.fingerprint})}])
+        return Output({DATASET_DIVERSITY: row}, metadata={
+            "diversity_coefficient": div.value, "ci_low": div.ci_low, "ci_high": div.ci_high, "probe": probe.spec.id,
+            "batches": params.n_batches, "batch_size": params.batch_size, "seq_len": params.seq_len,
+            "parameters": params.parameters})
+
+    return compute
 
 
-@dg.asset(partitions_def=benchmark_partitions, deps=[benchmark_examples], group_name="embeddings",
-          kinds={"pytorch", "parquet"}, code_version=CODE_VERSION, pool="cpu_heavy")
-def benchmark_embeddings(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
-    """all-MiniLM-L6-v2 embeddings of a benchmark's examples (rendered input + gold continuation, as scored)."""
-    return _embed_partition(context, study, table="benchmark_embeddings", upstream="benchmark_examples",
-                            keys={"benchmark": context.partition_key}, id_col="example_id",
-                            texts_of=benchmark_text)
+def _task2vec_step(kind: str, description: str) -> Computation:
+    return Computation(
+        name=f"{kind}_task2vec", group="task2vec", partitioning=kind, description=description,
+        writes=(DATASET_DIVERSITY,), inputs=_task2vec_inputs(kind), compute=_task2vec(kind),
+        upstream=(Upstream(SOURCES[kind][0]),), kinds=("pytorch", "numpy"), pool="model", retries=2,
+        storage_keys=lambda keys: {"dataset_kind": kind, "dataset": keys[kind]})
+
+
+CORPUS_TASK2VEC_STEP = _task2vec_step(
+    "corpus", "Task2Vec batch embeddings (diagonal Fisher of the probe LM, cached per dataset/probe/parameters) of a "
+              "corpus sample and its diversity coefficient.")
+BENCHMARK_TASK2VEC_STEP = _task2vec_step(
+    "benchmark", "Task2Vec batch embeddings of a benchmark's examples (rendered input + gold continuation) and its "
+                 "diversity coefficient.")
+
+defs = dg.Definitions(assets=build(CORPUS_EMBEDDINGS_STEP, BENCHMARK_EMBEDDINGS_STEP, CORPUS_TASK2VEC_STEP,
+                                   BENCHMARK_TASK2VEC_STEP))

@@ -19,19 +19,17 @@ import dagster as dg
 import pandas as pd
 
 from simassets.core import plots
+from simassets.core.computation import Call, Computation, FilePath, Markdown, NotMaterialized, Output, Scope, Upstream
+from simassets.core.computation import table_md
 from simassets.core.finetune import FinetuneConfig, Target
 from simassets.core.hashing import canonical_json, sha256_text
+from simassets.core.measures.task2vec import Task2VecParams, probe_spec, task2vec_params
 from simassets.core.paths import atomic_write_text
-from simassets.core.measures.task2vec import Task2VecParams
+from simassets.core.schema import ALIGNMENT_VS_LOSS, BENCHMARK_EXAMPLES, CORPUS_DOCUMENTS, FINETUNE_EVAL, FINETUNE_RUNS
+from simassets.core.tasks import benchmark_text
 from simassets.core.training import TrainConfig
-from simassets.defs.attribution import FiguresFreshness, training_mode, with_run_settings
-from simassets.defs.benchmarks import benchmark_examples
-from simassets.defs.common import Freshness, partition_fingerprint, skipped, table_md, upstream_fingerprint
-from simassets.defs.corpora import corpus_documents
-from simassets.defs.embeddings import benchmark_text
-from simassets.defs.partitions import keys_of, model_corpus_partitions
-from simassets.defs.resources import StudyResource
-from simassets.defs.task2vec import probe_spec, task2vec_params
+from simassets.defs.attribution import training_mode, with_run_settings
+from simassets.defs.factory import build
 
 CODE_VERSION = "2"
 ANALYSIS_CODE_VERSION = "1"
@@ -73,60 +71,50 @@ SETUP = {
 }
 
 
-def profile_setup(study: StudyResource) -> InterventionSetup:
+def profile_setup(scope: Scope) -> InterventionSetup:
     """The profile's setup with its seed, training mode and device; targets the profile lacks are dropped."""
-    base = SETUP[study.profile_name]
-    seed = study.profile_spec().seed
-    cat, profile = study.catalog(), study.profile_name
+    base = SETUP[scope.profile]
+    seed = scope.seed
+    cat, profile = scope.catalog, scope.profile
     have = {BENCHMARK + b.name for b in cat.benchmarks_for(profile)} | {HELDOUT + c.name for c in cat.corpora_for(profile)}
     ft = dataclasses.replace(base.finetune, train=with_run_settings(base.finetune.train, seed))
     t2v = task2vec_params(profile, seed) if base.task2vec is None else dataclasses.replace(base.task2vec, seed=seed)
     return dataclasses.replace(base, finetune=ft, targets=tuple(t for t in base.targets if t in have), task2vec=t2v)
 
 
-def _target_sources(study: StudyResource, setup: InterventionSetup) -> dict[str, str]:
+def _target_sources(scope: Scope, setup: InterventionSetup) -> dict[str, str]:
     """Target -> fingerprint of the partition its texts come from."""
-    wh, profile = study.warehouse(), study.profile_name
-    return {t: upstream_fingerprint(wh, *(("benchmark_examples", profile, {"benchmark": t.removeprefix(BENCHMARK)})
-                                         if t.startswith(BENCHMARK) else
-                                         ("corpus_documents", profile, {"corpus": t.removeprefix(HELDOUT)})))
+    return {t: scope.upstream(*((BENCHMARK_EXAMPLES, {"benchmark": t.removeprefix(BENCHMARK)}) if t.startswith(BENCHMARK)
+                                else (CORPUS_DOCUMENTS, {"corpus": t.removeprefix(HELDOUT)})))
             for t in setup.targets}
 
 
-def build_targets(study: StudyResource, setup: InterventionSetup) -> tuple[list[Target], set[str]]:
+def build_targets(scope: Scope, setup: InterventionSetup) -> tuple[list[Target], set[str]]:
     """The targets' texts and the sha256 of every held-out text (removed from all training corpora)."""
     from simassets.core.finetune import heldout_split
 
-    wh, profile, seed = study.warehouse(), study.profile_name, study.profile_spec().seed
+    wh, profile, seed = scope.warehouse, scope.profile, scope.seed
     targets, held = [], set()
     for name in setup.targets:
         if name.startswith(BENCHMARK):
-            ex = wh.read_partition("benchmark_examples", profile, {"benchmark": name.removeprefix(BENCHMARK)})
+            ex = wh.read_partition(BENCHMARK_EXAMPLES, profile, {"benchmark": name.removeprefix(BENCHMARK)})
             targets.append(Target(name, tuple(benchmark_text(ex))))  # the texts benchmark_task2vec embeds
         else:
-            docs = wh.read_partition("corpus_documents", profile, {"corpus": name.removeprefix(HELDOUT)})["text"].tolist()
+            docs = wh.read_partition(CORPUS_DOCUMENTS, profile, {"corpus": name.removeprefix(HELDOUT)})["text"].tolist()
             _, out = heldout_split(docs, setup.heldout_fraction, seed)
             held |= {sha256_text(t) for t in out}
             targets.append(Target(name, tuple(out), max_length=setup.heldout_max_length))
     return targets, held
 
 
-def finetune_runs_freshness(study: StudyResource, partition_key: str) -> Freshness:
+def _finetune_inputs(scope: Scope, keys) -> dict:
     from simassets.core.models import model_fingerprint
 
-    keys = keys_of(model_corpus_partitions, partition_key)
-    profile, wh = study.profile_name, study.warehouse()
-    registry = study.models()
-    if keys["model"] not in registry:
-        raise dg.Failure(f"model {keys['model']!r} is not in the registry {study.catalog_path / 'models.toml'}")
-    setup = profile_setup(study)
-    probe = probe_spec(study)
-    fp = partition_fingerprint(
-        "finetune_runs", CODE_VERSION, setup=setup.as_dict(), mode=training_mode(), targets=_target_sources(study, setup),
-        corpus=upstream_fingerprint(wh, "corpus_documents", profile, {"corpus": keys["corpus"]}),
-        model=model_fingerprint(registry[keys["model"]]), probe=[probe.id, model_fingerprint(probe)],
-        versions={p: version(p) for p in ("torch", "transformers")})
-    return Freshness(("finetune_runs", "finetune_eval"), keys, fp)
+    setup, probe = profile_setup(scope), probe_spec(scope)
+    return {"setup": setup.as_dict(), "mode": training_mode(), "targets": _target_sources(scope, setup),
+            "corpus": scope.upstream(CORPUS_DOCUMENTS, {"corpus": keys["corpus"]}),
+            "model": model_fingerprint(scope.models[keys["model"]]), "probe": [probe.id, model_fingerprint(probe)],
+            "versions": {p: version(p) for p in ("torch", "transformers")}}
 
 
 @lru_cache(maxsize=64)
@@ -151,11 +139,11 @@ def _base_loss(spec, target: Target, batch_size: int, device: str, cache_dir: Pa
     return loss, n
 
 
-def _alignment(study: StudyResource, setup: InterventionSetup, probe, corpus_texts: list[str], target: Target) -> dict:
+def _alignment(scope: Scope, setup: InterventionSetup, probe, corpus_texts: list[str], target: Target) -> dict:
     from simassets.core.measures.compression import gzip_alignment
     from simassets.core.measures.task2vec import Task2VecCache, alignment_coefficient
 
-    cache = Task2VecCache(study.cache_dir / "task2vec")
+    cache = Task2VecCache(scope.cache_dir / "task2vec")
     embs_c = cache.embeddings(probe.model, probe.tokenizer, corpus_texts, setup.task2vec, probe.fingerprint)
     embs_t = cache.embeddings(probe.model, probe.tokenizer, list(target.texts), setup.task2vec, probe.fingerprint)
     a = alignment_coefficient(embs_c, embs_t)
@@ -164,43 +152,32 @@ def _alignment(study: StudyResource, setup: InterventionSetup, probe, corpus_tex
             "gzip_alignment": g["gzip_alignment"]}
 
 
-@dg.asset(
-    partitions_def=model_corpus_partitions,
-    deps=[dg.AssetDep(corpus_documents, partition_mapping=dg.AllPartitionMapping()),
-          dg.AssetDep(benchmark_examples, partition_mapping=dg.AllPartitionMapping())],
-    group_name="interventions",
-    kinds={"pytorch", "parquet"},
-    code_version=CODE_VERSION,
-    pool="model",
-)
-def finetune_runs(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
-    """Fine-tune a fresh copy of one model on one training corpus for the profile's token budget (seeded data order, the same budget for every corpus), after refusing targets the corpus overlaps (13-gram guard, unless a declared positive control); each target's loss before, during and after, and the corpus-target alignment (Task2Vec under the probe model, gzip)."""
+def _finetune(call: Call) -> Output:
+    """Refuse the targets the corpus overlaps, fine-tune a fresh copy for the budget, measure every target."""
     from simassets.core.finetune import ContaminationError, finetune, overlap_guard
     from simassets.core.models import load_causal_lm
 
-    fresh = finetune_runs_freshness(study, context.partition_key)
-    keys, fp, profile, wh = fresh.keys, fresh.fingerprint, study.profile_name, study.warehouse()
-    if fresh.fresh(wh, profile):
-        return skipped(context, wh, "finetune_runs", profile, keys, fp)
+    scope, keys = call.scope, call.keys
+    profile, wh = scope.profile, scope.warehouse
     model_id, corpus = keys["model"], keys["corpus"]
-    setup, registry = profile_setup(study), study.models()
+    setup, registry = profile_setup(scope), scope.models
     cfg, device = setup.finetune, setup.finetune.train.device
-    targets, held = build_targets(study, setup)
-    texts = [t for t in wh.read_partition("corpus_documents", profile, {"corpus": corpus})["text"] if sha256_text(t) not in held]
+    targets, held = build_targets(scope, setup)
+    texts = [t for t in wh.read_partition(CORPUS_DOCUMENTS, profile, {"corpus": corpus})["text"] if sha256_text(t) not in held]
     verdicts, refused = {}, {}
     for t in targets:
         try:
             verdicts[t.name] = overlap_guard(t, corpus, texts, positive_control=(corpus, t.name) in setup.positive_controls)
         except ContaminationError as exc:
             refused[t.name] = str(exc)
-            context.log.warning(str(exc))
+            call.log(str(exc))
     allowed = [t for t in targets if t.name not in refused]
     spec = registry[model_id]
     loaded = load_causal_lm(spec, device=device)
-    base = {t.name: _base_loss(spec, t, cfg.eval_batch_size, device, study.cache_dir) for t in allowed}
+    base = {t.name: _base_loss(spec, t, cfg.eval_batch_size, device, scope.cache_dir) for t in allowed}
     before = {name: loss for name, (loss, _) in base.items()}
     res = finetune(loaded.model, loaded.tokenizer, texts, allowed, cfg, before=before) if allowed else None
-    probe = load_causal_lm(probe_spec(study), device=device)
+    probe = load_causal_lm(probe_spec(scope), device=device)
     params = canonical_json({"setup": setup.as_dict(), "mode": training_mode(), "model_fingerprint": loaded.fingerprint,
                              "probe_fingerprint": probe.fingerprint, "heldout_removed": len(held)})
     rows = []
@@ -215,7 +192,7 @@ def finetune_runs(context: dg.AssetExecutionContext, study: StudyResource) -> dg
                      "loss_before": b, "loss_after": a, "delta_loss": a - b, "ppl_before": math.exp(b), "ppl_after": math.exp(a),
                      "n_tokens": base[t.name][1] if ok else 0,
                      "curve_steps": [s for s, _ in curve], "curve_loss": [x for _, x in curve],
-                     **_alignment(study, setup, probe, texts, t), "probe": probe.spec.id, "note": refused.get(t.name, ""),
+                     **_alignment(scope, setup, probe, texts, t), "probe": probe.spec.id, "note": refused.get(t.name, ""),
                      "params": params})
     ev = pd.DataFrame(rows)
     run = pd.DataFrame([{
@@ -226,56 +203,61 @@ def finetune_runs(context: dg.AssetExecutionContext, study: StudyResource) -> dg
         "tokens_per_second": res.tokens_per_second if res else math.nan,
         "trainable_parameters": res.trainable_parameters if res else 0, "train_loss": res.train_curve if res else [],
         "model_fingerprint": loaded.fingerprint, "params": params}])
-    for name, df in (("finetune_eval", ev), ("finetune_runs", run)):
-        wh.write_partition(name, profile, keys, df[[c for c, _, _ in wh.table(name).columns if c not in ("profile", "created_at")]], fp)
-    return dg.MaterializeResult(
-        metadata={"status": run["status"].iloc[0], "steps": int(run["steps"].iloc[0]), "tokens": int(run["tokens"].iloc[0]),
-                  "tokens_per_second": round(float(run["tokens_per_second"].iloc[0]), 1),
-                  "seconds": round(float(run["seconds"].iloc[0]), 1), "refused": dg.MetadataValue.json(refused),
-                  "targets": table_md(ev[["target", "status", "contaminated_fraction_13", "loss_before", "loss_after", "delta_loss",
-                                          "task2vec_alignment", "gzip_alignment"]]),
-                  "fingerprint": fp[:16]},
-        data_version=dg.DataVersion(fp),
-    )
+    return Output({FINETUNE_RUNS: run, FINETUNE_EVAL: ev}, metadata={
+        "status": run["status"].iloc[0], "steps": int(run["steps"].iloc[0]), "tokens": int(run["tokens"].iloc[0]),
+        "tokens_per_second": round(float(run["tokens_per_second"].iloc[0]), 1),
+        "run_seconds": round(float(run["seconds"].iloc[0]), 1), "refused": refused,
+        "targets": table_md(ev[["target", "status", "contaminated_fraction_13", "loss_before", "loss_after", "delta_loss",
+                                "task2vec_alignment", "gzip_alignment"]])})
 
 
-def alignment_vs_loss_freshness(study: StudyResource, partition_key: str | None = None) -> Freshness:
-    from simassets.core.models import models_for_profile
+FINETUNE_RUNS_STEP = Computation(
+    name="finetune_runs", group="interventions", partitioning="model_x_corpus", writes=(FINETUNE_RUNS, FINETUNE_EVAL),
+    description="Fine-tune a fresh copy of one model on one training corpus for the profile's token budget (seeded "
+                "data order, the same budget for every corpus), after refusing targets the corpus overlaps (13-gram "
+                "guard, unless a declared positive control); each target's loss before, during and after, and the "
+                "corpus-target alignment (Task2Vec under the probe model, gzip).",
+    inputs=_finetune_inputs, compute=_finetune,
+    upstream=(Upstream("corpus_documents", "all"), Upstream("benchmark_examples", "all")),
+    kinds=("pytorch", "parquet"), pool="model", code_version=CODE_VERSION)
 
-    wh, profile = study.warehouse(), study.profile_name
-    runs = {f"{m.id}|{c.name}": wh.fingerprint("finetune_eval", profile, {"model": m.id, "corpus": c.name})
-            for m in models_for_profile(study.models(), profile) for c in study.catalog().corpora_for(profile)}
-    setup = SETUP[profile]
-    fp = partition_fingerprint("alignment_vs_loss", ANALYSIS_CODE_VERSION, runs=runs, methods=setup.methods,
-                               n_boot=setup.n_boot, seed=study.profile_spec().seed)
-    return FiguresFreshness(("alignment_vs_loss",), {}, fp)
+
+def _analysis_inputs(scope: Scope, keys) -> dict:
+    setup = SETUP[scope.profile]
+    runs = {f"{m}|{c}": scope.warehouse.fingerprint(FINETUNE_EVAL, scope.profile, {"model": m, "corpus": c})
+            for m in scope.values("model") for c in scope.values("corpus")}
+    return {"runs": runs, "methods": setup.methods, "n_boot": setup.n_boot, "seed": scope.seed}
 
 
-@dg.asset(deps=[finetune_runs], group_name="interventions", kinds={"scipy", "parquet"}, code_version=ANALYSIS_CODE_VERSION)
-def alignment_vs_loss(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
-    """Across the fine-tuning runs of the profile: correlation (r, r², p, bootstrap CI, least-squares line) of corpus-target alignment (Task2Vec, gzip) with the target's loss after training and its change, per model, per target and pooled, with and without positive controls; scatter plot with fit lines."""
+def _analysis(call: Call) -> Output:
+    """Alignment against the loss after training, per model, target and pooled; the scatter plot."""
     from simassets.core.finetune import alignment_loss_table, alignment_scatter
 
-    fresh = alignment_vs_loss_freshness(study)
-    fp, profile, wh, seed = fresh.fingerprint, study.profile_name, study.warehouse(), study.profile_spec().seed
-    if fresh.fresh(wh, profile):
-        return skipped(context, wh, "alignment_vs_loss", profile, {}, fp)
-    ev = wh.query("select * from finetune_eval where profile = ? and status = 'evaluated'", [profile])
+    profile, wh, seed = call.profile, call.scope.warehouse, call.scope.seed
+    ev = wh.query(f"select * from {FINETUNE_EVAL} where profile = ? and status = 'evaluated'", [profile])
     if ev.empty:
-        raise dg.Failure("no evaluated finetune_runs for this profile yet", allow_retries=False)
+        raise NotMaterialized("no evaluated finetune_runs for this profile yet")
     setup = SETUP[profile]
     corr = alignment_loss_table(ev, setup.methods, setup.n_boot, seed)
-    out = plots.plots_dir(study.home_path, profile, "interventions")
-    figures = [alignment_scatter(ev[ev["model"] == m], corr[corr["model"] == m], out / f"alignment_vs_loss_{plots.safe_name(m)}.png",
+    out = plots.plots_dir(call.scope.home, profile, "interventions")
+    figures = [alignment_scatter(ev[ev["model"] == m], corr[corr["model"] == m],
+                                 out / f"alignment_vs_loss_{plots.safe_name(m)}.png",
                                  f"{m}: target loss after training on a corpus vs corpus-target alignment")
                for m in sorted(ev["model"].unique())]
     params = canonical_json({"methods": setup.methods, "n_boot": setup.n_boot, "seed": seed})
-    cols = [c for c, _, _ in wh.table("alignment_vs_loss").columns if c not in ("profile", "created_at")]
-    wh.write_partition("alignment_vs_loss", profile, {}, corr.assign(params=params)[cols], fp, info={"plots": [str(f) for f in figures]})
     pooled = corr[(corr["target"] == "*") & (corr["subset"] == "clean")]
-    return dg.MaterializeResult(
-        metadata={"pairs": len(ev), "pooled": table_md(pooled[["model", "measure", "loss", "method", "n", "r", "r2", "p", "ci_low", "ci_high"]], 20),
-                  "plots": dg.MetadataValue.md(plots.image_markdown(figures)), "plot_dir": dg.MetadataValue.path(str(out)),
-                  "fingerprint": fp[:16]},
-        data_version=dg.DataVersion(fp),
-    )
+    return Output({ALIGNMENT_VS_LOSS: corr.assign(params=params)}, info={"plots": [str(f) for f in figures]}, metadata={
+        "pairs": len(ev),
+        "pooled": table_md(pooled[["model", "measure", "loss", "method", "n", "r", "r2", "p", "ci_low", "ci_high"]], 20),
+        "plots": Markdown(plots.image_markdown(figures)), "plot_dir": FilePath(out)})
+
+
+ALIGNMENT_VS_LOSS_STEP = Computation(
+    name="alignment_vs_loss", group="interventions", partitioning=None, writes=(ALIGNMENT_VS_LOSS,),
+    description="Across the fine-tuning runs of the profile: correlation (r, r², p, bootstrap CI, least-squares line) "
+                "of corpus-target alignment (Task2Vec, gzip) with the target's loss after training and its change, per "
+                "model, per target and pooled, with and without positive controls; scatter plot with fit lines.",
+    inputs=_analysis_inputs, compute=_analysis, upstream=(Upstream("finetune_runs", "all"),),
+    kinds=("scipy", "parquet"), code_version=ANALYSIS_CODE_VERSION, figures=True)
+
+defs = dg.Definitions(assets=build(FINETUNE_RUNS_STEP, ALIGNMENT_VS_LOSS_STEP))

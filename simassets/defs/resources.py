@@ -1,4 +1,4 @@
-"""Resources: the study (catalog, profile, warehouse) every asset reads and writes through."""
+"""Resources: where every asset reads (catalog, registry, data root) and writes (warehouse home)."""
 
 from __future__ import annotations
 
@@ -8,28 +8,22 @@ from pathlib import Path
 import dagster as dg
 
 from simassets.core import paths
-from simassets.core.catalog import Catalog, Profile, load_catalog
-from simassets.core.warehouse import Warehouse
+from simassets.core.computation import Scope
 
 
 class StudyResource(dg.ConfigurableResource):
-    """Which profile a run uses and where it reads (catalog, data root) and writes (warehouse).
+    """Where a run reads and writes; each asset asks it for the :class:`Scope` of its own profile.
 
-    Empty strings fall back to the environment (``SIMASSETS_PROFILE``, ``SIMASSETS_HOME``,
-    ``SIMASSETS_DATA_ROOT``, ``SIMASSETS_CATALOG_DIR``, ``SIMASSETS_ON_BAD_ROW``) and then to the
-    repository defaults. ``on_bad_row`` is what corpus sampling does with an unusable source row:
-    ``fail`` (the default: the error names file, row and field) or ``skip`` (drop it, count it).
+    Empty strings fall back to the environment (``SIMASSETS_HOME``, ``SIMASSETS_DATA_ROOT``,
+    ``SIMASSETS_CATALOG_DIR``, ``SIMASSETS_ON_BAD_ROW``) and then to the repository defaults.
+    ``on_bad_row`` is what corpus sampling does with an unusable source row: ``fail`` (the default: the
+    error names file, row and field) or ``skip`` (drop it, count it).
     """
 
-    profile: str = ""
     home: str = ""
     data_root: str = ""
     catalog_dir: str = ""
     on_bad_row: str = ""
-
-    @property
-    def profile_name(self) -> str:
-        return self.profile or os.environ.get("SIMASSETS_PROFILE", "quick")
 
     @property
     def bad_row_policy(self) -> str:
@@ -48,29 +42,12 @@ class StudyResource(dg.ConfigurableResource):
 
     @property
     def catalog_path(self) -> Path:
-        return (Path(self.catalog_dir).resolve() if self.catalog_dir else paths.catalog_dir())
+        return Path(self.catalog_dir).resolve() if self.catalog_dir else paths.catalog_dir()
 
-    def catalog(self) -> Catalog:
-        return load_catalog(self.catalog_path / "catalog.toml")
-
-    def profile_spec(self) -> Profile:
-        return self.catalog().profile(self.profile_name)
-
-    def warehouse(self) -> Warehouse:
-        return Warehouse(self.home_path)
-
-    def models(self):
-        from simassets.core.models import load_registry
-
-        return load_registry(self.catalog_path / "models.toml")
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.home_path / "cache"
+    def scope(self, profile: str) -> Scope:
+        """A fresh view of one profile (the catalog and registry are read again: edits are seen)."""
+        return Scope(profile=profile, home=self.home_path, data_root=self.data_root_path,
+                     catalog_dir=self.catalog_path, on_bad_row=self.bad_row_policy)
 
 
-def default_study() -> StudyResource:
-    return StudyResource()
-
-
-defs = dg.Definitions(resources={"study": default_study()})
+defs = dg.Definitions(resources={"study": StudyResource()})

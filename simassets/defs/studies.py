@@ -1,139 +1,50 @@
-"""Studies: per-study correlations, measure agreement and per-example analysis, with their figures.
+"""Studies: per-study correlations, measure agreement and per-example analysis, with their figures; and the
+measure registry as a table.
 
-Every study asset is partitioned by ``study`` (a dynamic partition synced from the catalog's
-``[studies.*]``) and depends on *all* partitions of the similarity and evaluation assets, so a change
-to any input partition refreshes every study. A partition recomputes only when the rows it reads
-(hashed) or its parameters changed; otherwise it reports ``skipped``.
+Every study asset is partitioned by ``study`` (the profile's dynamic partition, synced from the catalog's
+``[studies.*]``) and depends on *all* partitions of the measure families and the evaluation, so a change to any
+input partition refreshes every study (by its automation condition). A partition recomputes only when the rows
+it reads (hashed) or its parameters changed.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
 from simassets.core import plots
+from simassets.core.computation import Call, Computation, FilePath, Markdown, Output, Scope, Upstream, table_md
 from simassets.core.hashing import canonical_json
 from simassets.core.measures import registry
-from simassets.core.studies import StudyData, get_study, load_study, study_params
-from simassets.core.studies import agreement_table, correlation_table, per_example_table
-from simassets.defs.common import Freshness, partition_fingerprint, skipped, table_md
-from simassets.defs.evaluation import benchmark_evaluation
-from simassets.defs.model_similarity import model_similarity
-from simassets.defs.resources import StudyResource
-from simassets.defs.similarity import embedding_similarity
-from simassets.defs.task2vec import task2vec_alignment
-from simassets.defs.text_similarity import text_similarity
+from simassets.core.schema import CORRELATIONS, MEASURE_AGREEMENT, MEASURES, PER_EXAMPLE_ANALYSIS, columns
+from simassets.core.studies import (StudyData, agreement_table, correlation_table, get_study, load_study,
+                                    per_example_table, study_params)
+from simassets.defs.factory import build
 
 CODE_VERSION = "2"
-REGISTRY_CODE_VERSION = "1"
 AGREEMENT_METHOD = "spearman"
 
-study_partitions = dg.DynamicPartitionsDefinition(name="study")
 
-# Every asset that writes benchmark rows of dataset_similarity / example_similarity belongs here
-# (corpus_perplexity writes benchmark-free rows, which no study reads).
-SIMILARITY_ASSETS = [embedding_similarity, text_similarity, model_similarity, task2vec_alignment]
-
-# ``eager()`` without its "no upstream partition missing" guard: an upstream partition that is never
-# materialized (a benchmark only in the other profile, a failed evaluation) must not block a study
-# forever; the study correlates over the partitions that exist and says so (n, notes).
-STUDY_AUTOMATION = (dg.AutomationCondition.eager()
-                    .without(~dg.AutomationCondition.any_deps_missing())
-                    .with_label("eager (missing upstream partitions allowed)"))
-
-
-def _all(*assets) -> list[dg.AssetDep]:
-    return [dg.AssetDep(a, partition_mapping=dg.AllPartitionMapping()) for a in assets]
-
-
-def study_table(wh, profile: str) -> pd.DataFrame:
-    """One row per (model, corpus, benchmark, measure) of every dataset-level measure with the score
-    it meets (model-specific measures only meet their model's scores)."""
-    return wh.query(
-        """select s.model, d.corpus, d.benchmark, d.measure, d.value, s.normalized_score
-        from benchmark_scores s join dataset_similarity d
-          on d.profile = s.profile and d.benchmark = s.benchmark and (d.model = '' or d.model = s.model)
-        where s.profile = ?""", [profile])
-
-
-# --------------------------------------------------------------------------- freshness
-def _load(study: StudyResource, partition_key: str | None) -> StudyData:
-    catalog = study.catalog()
-    try:
-        spec = get_study(catalog, partition_key or "all")
-    except ValueError as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from exc
-    return load_study(study.warehouse(), catalog, study.profile_name, spec)
+def study_data(scope: Scope, name: str) -> StudyData:
+    """The study's rows, loaded once per scope (its fingerprint and its computation read the same rows)."""
+    key = ("study", name)
+    if key not in scope.memo:
+        scope.memo[key] = load_study(scope.warehouse, scope.catalog, scope.profile, get_study(scope.catalog, name))
+    return scope.memo[key]
 
 
 @dataclass(frozen=True)
-class StudyFreshness(Freshness):
-    """Fresh when the stored fingerprint matches *and* the figures the partition recorded still exist."""
+class _Kind:
+    """What a study asset reads (a :class:`StudyData` part), computes, draws (file prefix) and reports."""
 
-    def fresh(self, wh, profile: str) -> bool:
-        stored = wh.stored(self.tables[0], profile, self.keys)
-        return super().fresh(wh, profile) and stored is not None and plots.existing(stored.info.get("plots", []))
-
-
-def _freshness(asset: str, study: StudyResource, data: StudyData) -> StudyFreshness:
-    part = KINDS[asset].part
-    measures = sorted(set(getattr(data, part)["measure"])) if not getattr(data, part).empty else []
-    fp = partition_fingerprint(
-        asset, CODE_VERSION, data=data.digest(part), spec=data.spec.as_dict(), seed=study.profile_spec().seed,
-        benchmarks=data.benchmarks, corpora=data.corpora,
-        directions={m: registry.MEASURES[m].direction for m in measures if m in registry.MEASURES})
-    return StudyFreshness((asset,), {"study": data.spec.name}, fp)
-
-
-def correlations_freshness(study: StudyResource, partition_key: str | None = None) -> Freshness:
-    return _freshness("correlations", study, _load(study, partition_key))
-
-
-def measure_agreement_freshness(study: StudyResource, partition_key: str | None = None) -> Freshness:
-    return _freshness("measure_agreement", study, _load(study, partition_key))
-
-
-def per_example_analysis_freshness(study: StudyResource, partition_key: str | None = None) -> Freshness:
-    return _freshness("per_example_analysis", study, _load(study, partition_key))
-
-
-def measure_registry_freshness(study: StudyResource, partition_key: str | None = None) -> Freshness:
-    return Freshness(("measures",), {}, partition_fingerprint("measures", REGISTRY_CODE_VERSION, rows=_measure_rows().to_dict("records")))
-
-
-# --------------------------------------------------------------------------- shared body
-def _run_study_asset(context: dg.AssetExecutionContext, study: StudyResource, asset: str) -> dg.MaterializeResult:
-    """Load the study, skip if its rows and figures are current, else compute, write, draw, describe.
-
-    The asset writes the warehouse table of the same name, partition ``{"study": NAME}``."""
-    kind, data = KINDS[asset], _load(study, context.partition_key)
-    fresh = _freshness(asset, study, data)
-    wh, profile, seed = study.warehouse(), study.profile_name, study.profile_spec().seed
-    out = plots.plots_dir(study.home_path, profile, data.spec.name)
-    if fresh.fresh(wh, profile):  # the latest materialization shows the (unchanged) figures too
-        figures = wh.stored(asset, profile, fresh.keys).info.get("plots", [])
-        return skipped(context, wh, asset, profile, fresh.keys, fresh.fingerprint, plot_dir=dg.MetadataValue.path(str(out)),
-                       plots=dg.MetadataValue.md(plots.image_markdown(figures)))
-    selects_nothing = not (data.benchmarks and data.corpora)
-    if getattr(data, kind.part).empty and not selects_nothing:
-        need = "benchmark_evaluation and " if kind.part != "similarity" else ""
-        raise dg.Failure(f"study {data.spec.name!r}: no rows for its {len(data.benchmarks)} benchmarks x "
-                         f"{len(data.corpora)} corpora yet; materialize {need}the similarity assets first")
-    rows = kind.compute(data, seed)  # empty when the study selects nothing in this profile: an empty partition
-    cols = [c for c, _, _ in wh.table(asset).columns if c not in ("profile", "created_at")]
-    rows = rows.assign(study=data.spec.name, params=study_params(data.spec, seed, code_version=CODE_VERSION))
-    plots.clear(out, kind.prefix)
-    figures = [str(p) for p in kind.draw(data, rows, out)] if len(rows) else []
-    wh.write_partition(asset, profile, fresh.keys, rows[cols], fresh.fingerprint, info={"plots": figures})
-    described = kind.summary(data, rows) if len(rows) else {"empty": f"the study selects nothing in profile {profile}"}
-    return dg.MaterializeResult(
-        metadata={"rows": len(rows), "benchmarks": len(data.benchmarks), "corpora": len(data.corpora), **described,
-                  "plot_dir": dg.MetadataValue.path(str(out)), "plots": dg.MetadataValue.md(plots.image_markdown(figures)),
-                  "fingerprint": fresh.fingerprint[:16]},
-        data_version=dg.DataVersion(fresh.fingerprint),
-    )
+    table: str
+    part: str
+    compute: Callable[[StudyData, int], pd.DataFrame]
+    prefix: str
+    draw: Callable
+    summary: Callable[[StudyData, pd.DataFrame], dict]
+    needs_scores: bool = True
 
 
 def _correlation_summary(data: StudyData, rows: pd.DataFrame) -> dict:
@@ -160,52 +71,78 @@ def _per_example_summary(data: StudyData, rows: pd.DataFrame) -> dict:
             "median_auroc": table_md(med, 20)}
 
 
-@dataclass(frozen=True)
-class _Kind:
-    """What a study asset reads (a :class:`StudyData` part), computes, draws (file prefix) and reports."""
-
-    part: str
-    compute: Callable[[StudyData, int], pd.DataFrame]
-    prefix: str
-    draw: Callable[[StudyData, pd.DataFrame, Path], list[Path]]
-    summary: Callable[[StudyData, pd.DataFrame], dict]
-
-
 KINDS = {
-    "correlations": _Kind("dataset", correlation_table, "scatter_", plots.scatter_figures, _correlation_summary),
-    "measure_agreement": _Kind("similarity", lambda d, seed: agreement_table(d, AGREEMENT_METHOD), "agreement",
-                               lambda d, rows, out: plots.agreement_figures(rows, out, d.spec.name), _agreement_summary),
-    "per_example_analysis": _Kind("examples", lambda d, seed: per_example_table(d), "examples_",
+    "correlations": _Kind(CORRELATIONS, "dataset", correlation_table, "scatter_", plots.scatter_figures,
+                          _correlation_summary),
+    "measure_agreement": _Kind(MEASURE_AGREEMENT, "similarity", lambda d, seed: agreement_table(d, AGREEMENT_METHOD),
+                               "agreement", lambda d, rows, out: plots.agreement_figures(rows, out, d.spec.name),
+                               _agreement_summary, needs_scores=False),
+    "per_example_analysis": _Kind(PER_EXAMPLE_ANALYSIS, "examples", lambda d, seed: per_example_table(d), "examples_",
                                   plots.example_figures, _per_example_summary),
 }
-STUDY_ASSETS = tuple(KINDS)  # materialized together, one runner step per study
 
 
-# --------------------------------------------------------------------------- assets
-STUDY_ASSET_ARGS = dict(partitions_def=study_partitions, group_name="studies", code_version=CODE_VERSION,
-                        automation_condition=STUDY_AUTOMATION)
+def _study_inputs(asset: str):
+    def inputs(scope: Scope, keys) -> dict:
+        data = study_data(scope, keys["study"])
+        part = getattr(data, KINDS[asset].part)
+        measures = sorted(set(part["measure"])) if not part.empty else []
+        return {"data": data.digest(KINDS[asset].part), "spec": data.spec.as_dict(), "seed": scope.seed,
+                "benchmarks": data.benchmarks, "corpora": data.corpora,
+                "directions": {m: registry.MEASURES[m].direction for m in measures if m in registry.MEASURES}}
+
+    return inputs
 
 
-@dg.asset(deps=_all(*SIMILARITY_ASSETS, benchmark_evaluation), kinds={"scipy", "parquet"}, **STUDY_ASSET_ARGS)
-def correlations(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
-    """Per study: Spearman, Pearson and Kendall correlation of every dataset-level similarity measure with each score across the study's benchmarks, per model and corpus (n, analytic and permutation p, bootstrap CI, Benjamini-Yekutieli p_adj over the study's grid, r oriented so + means 'more similar => better'); scatter plots."""
-    return _run_study_asset(context, study, "correlations")
+def _study_compute(asset: str):
+    def compute(call: Call) -> Output:
+        kind, data = KINDS[asset], study_data(call.scope, call.keys["study"])
+        profile, seed = call.profile, call.scope.seed
+        out = plots.plots_dir(call.scope.home, profile, data.spec.name)
+        selects_nothing = not (data.benchmarks and data.corpora)
+        if getattr(data, kind.part).empty and not selects_nothing:
+            need = "benchmark_evaluation and " if kind.needs_scores else ""
+            raise ValueError(f"study {data.spec.name!r}: no rows for its {len(data.benchmarks)} benchmarks x "
+                             f"{len(data.corpora)} corpora yet; materialize {need}the similarity assets first")
+        rows = kind.compute(data, seed)  # empty when the study selects nothing in this profile: an empty partition
+        rows = rows.assign(study=data.spec.name, params=study_params(data.spec, seed, code_version=CODE_VERSION))
+        plots.clear(out, kind.prefix)
+        figures = [str(p) for p in kind.draw(data, rows, out)] if len(rows) else []
+        described = kind.summary(data, rows) if len(rows) else {"empty": f"the study selects nothing in profile {profile}"}
+        return Output({kind.table: rows[columns(kind.table)]}, info={"plots": figures}, metadata={
+            "benchmarks": len(data.benchmarks), "corpora": len(data.corpora), **described,
+            "plot_dir": FilePath(out), "plots": Markdown(plots.image_markdown(figures))})
+
+    return compute
 
 
-@dg.asset(deps=_all(*SIMILARITY_ASSETS), kinds={"scipy", "parquet"}, **STUDY_ASSET_ARGS)
-def measure_agreement(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
-    """Per study: do the similarity measures agree? Spearman correlation of every pair of oriented dataset-level measures over (corpus, benchmark) pairs (corpus '*') and over benchmarks within each corpus; heatmap."""
-    return _run_study_asset(context, study, "measure_agreement")
+def _study_step(asset: str, description: str) -> Computation:
+    # the families that describe benchmarks (corpus perplexity describes a corpus only: no study reads it)
+    families = [Upstream(f.name, "all") for f in registry.FAMILIES.values() if "benchmark" in f.dimensions]
+    scores = [Upstream("benchmark_evaluation", "all")] if KINDS[asset].needs_scores else []
+    return Computation(
+        name=asset, group="studies", partitioning="study", description=description, writes=(KINDS[asset].table,),
+        inputs=_study_inputs(asset), compute=_study_compute(asset), upstream=(*families, *scores),
+        kinds=("scipy", "parquet"), code_version=CODE_VERSION, figures=True, refresh_after_upstream=True)
 
 
-@dg.asset(deps=_all(*SIMILARITY_ASSETS, benchmark_evaluation), kinds={"scipy", "parquet"}, **STUDY_ASSET_ARGS)
-def per_example_analysis(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
-    """Per study, model, corpus, benchmark and example-level measure: are correctly answered examples more similar to the corpus? AUROC, Mann-Whitney test (p_adj over the study), accuracy by similarity quartile; distribution plots."""
-    return _run_study_asset(context, study, "per_example_analysis")
+CORRELATIONS_STEP = _study_step(
+    "correlations", "Per study: Spearman, Pearson and Kendall correlation of every dataset-level similarity measure "
+                    "with each score across the study's benchmarks, per model and corpus (n, analytic and permutation "
+                    "p, bootstrap CI, Benjamini-Yekutieli p_adj over the study's grid, r oriented so + means 'more "
+                    "similar => better'); scatter plots.")
+MEASURE_AGREEMENT_STEP = _study_step(
+    "measure_agreement", "Per study: do the similarity measures agree? Spearman correlation of every pair of oriented "
+                         "dataset-level measures over (corpus, benchmark) pairs (corpus '*') and over benchmarks within "
+                         "each corpus; heatmap.")
+PER_EXAMPLE_ANALYSIS_STEP = _study_step(
+    "per_example_analysis", "Per study, model, corpus, benchmark and example-level measure: are correctly answered "
+                            "examples more similar to the corpus? AUROC, Mann-Whitney test (p_adj over the study), "
+                            "accuracy by similarity quartile; distribution plots.")
 
 
 # --------------------------------------------------------------------------- measure registry
-def _measure_rows() -> pd.DataFrame:
+def measure_rows() -> pd.DataFrame:
     return pd.DataFrame([
         {"name": m.name, "family": m.family, "level": level, "direction": m.direction, "needs_model": m.needs_model,
          "description": m.description, "formula": m.formula, "params": canonical_json(m.params)}
@@ -213,13 +150,19 @@ def _measure_rows() -> pd.DataFrame:
     ])
 
 
-@dg.asset(group_name="studies", kinds={"python", "parquet"}, code_version=REGISTRY_CODE_VERSION)
-def measure_registry(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
-    """The measure registry as a table: name, family, level, direction (+1 higher = more similar), description, formula, parameters."""
-    rows, fresh, wh = _measure_rows(), measure_registry_freshness(study), study.warehouse()
-    fp = fresh.fingerprint
-    if fresh.fresh(wh, None):
-        return skipped(context, wh, "measures", None, {}, fp)
-    wh.write_partition("measures", None, {}, rows, fp)
-    return dg.MaterializeResult(metadata={"measures": len(registry.MEASURES), "table": table_md(rows[["name", "family", "level", "direction"]], 50)},
-                                data_version=dg.DataVersion(fp))
+def _registry(call: Call) -> Output:
+    rows = measure_rows()
+    return Output({MEASURES: rows}, metadata={"measures": len(registry.MEASURES),
+                                              "table": table_md(rows[["name", "family", "level", "direction"]], 50)})
+
+
+MEASURE_REGISTRY_STEP = Computation(
+    name="measure_registry", group="studies", partitioning=None, writes=(MEASURES,),
+    description="The measure registry as a table: name, family, level, direction (+1 higher = more similar), "
+                "description, formula, parameters.",
+    inputs=lambda scope, keys: {"rows": measure_rows().to_dict("records"),
+                                "ranges": {m.name: list(m.range) for m in registry.MEASURES.values()}},
+    compute=_registry, profile_free=True)
+
+defs = dg.Definitions(assets=build(CORRELATIONS_STEP, MEASURE_AGREEMENT_STEP, PER_EXAMPLE_ANALYSIS_STEP,
+                                   MEASURE_REGISTRY_STEP))

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from simassets.core.measures.registry import MeasureSpec, register
+
 COMPRESSLEVEL = 9
 SEPARATOR = " "
 DEFAULT_N_PAIRS = 1000
@@ -105,3 +107,12 @@ def gzip_alignment(bench_texts: Sequence[str], corpus_texts: Sequence[str], n_pa
         "n_pairs": m * len(bench_texts), "docs_per_example": m, "n_pairs_requested": n_pairs, "seed": seed,
         "compresslevel": compresslevel, "separator": SEPARATOR, "order": "doc + separator + example",
     }
+
+
+# ------------------------------------------------------------------ registered measures
+register(MeasureSpec(
+    name="gzip_alignment", range=(-0.5, 1.0), family="compression", levels=("example", "dataset"), direction=1,
+    description="1 - mean gzip normalized compression distance between benchmark examples and seeded random corpus documents (example: 1 - its mean NCD over m docs).",
+    formula="1 - mean_(x,d) [C(d+' '+x) - min(C(x),C(d))] / max(C(x),C(d)),  C = len(gzip(utf8, level 9, mtime=0))",
+    params={"compresslevel": 9, "separator": " ", "order": "doc first (its deflate state is reused)", "n_pairs": 1000},
+))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simassets.core.measures.registry import MeasureSpec, register
+
 BLOCK_ELEMENTS = 1 << 24  # similarity entries per block: 16M float32 = 64 MiB
 
 
@@ -94,3 +96,91 @@ def dataset_measures(bench: np.ndarray, corpus: np.ndarray, k: int) -> dict[str,
     nb = nearest_neighbours(bench, corpus, k)
     return {"max_cosine": nb.mean_max_cosine, "topk_cosine": nb.mean_topk_cosine,
             "centroid_cosine": centroid_cosine(bench, corpus), "k": nb.k, "k_requested": nb.k_requested}
+
+
+# ------------------------------------------------------------------ registered measures
+register(MeasureSpec(
+    name="max_cosine", range=(-1.0, 1.0), family="embedding", levels=("example", "dataset"), direction=1,
+    description="Cosine similarity of an example's embedding to its nearest corpus document; the dataset value is the mean over examples.",
+    formula="max_d cos(e_x, e_d)", params={"embedding_model": "all-MiniLM-L6-v2"},
+))
+register(MeasureSpec(
+    name="topk_cosine", range=(-1.0, 1.0), family="embedding", levels=("example", "dataset"), direction=1,
+    description="Mean cosine similarity of an example's embedding to its k nearest corpus documents; the dataset value is the mean over examples.",
+    formula="mean_{d in top-k(x)} cos(e_x, e_d)", params={"embedding_model": "all-MiniLM-L6-v2", "k": "profile.embedding_top_k"},
+))
+register(MeasureSpec(
+    name="centroid_cosine", range=(-1.0, 1.0), family="embedding", levels=("dataset",), direction=1,
+    description="Cosine similarity between the mean embedding of the benchmark examples and the mean embedding of the corpus sample.",
+    formula="cos(mean_x e_x, mean_d e_d)", params={"embedding_model": "all-MiniLM-L6-v2"},
+))
+
+
+# ------------------------------------------------------------------ the family's asset
+def _matrix(df):
+    return np.vstack(df["embedding"].to_numpy()).astype(np.float32)
+
+
+def _inputs(scope, keys) -> dict:
+    from simassets.core.schema import BENCHMARK_EMBEDDINGS, CORPUS_EMBEDDINGS
+
+    return {"k": scope.spec.embedding_top_k,
+            "corpus": scope.upstream(CORPUS_EMBEDDINGS, {"corpus": keys["corpus"]}),
+            "benchmark": scope.upstream(BENCHMARK_EMBEDDINGS, {"benchmark": keys["benchmark"]})}
+
+
+def _compute(call):
+    """Per example the max and mean top-k cosine to the corpus documents (with the nearest one as evidence);
+    per dataset their means, the centroid cosine and MAUVE."""
+    import pandas as pd
+
+    from simassets.core.computation import Output, table_md
+    from simassets.core.hashing import canonical_json
+    from simassets.core.measures.mauve import mauve
+    from simassets.core.schema import (BENCHMARK_EMBEDDINGS, CORPUS_EMBEDDINGS, DATASET_SIMILARITY,
+                                       EXAMPLE_SIMILARITY)
+
+    cemb = call.read(CORPUS_EMBEDDINGS, corpus=call.keys["corpus"])
+    bemb = call.read(BENCHMARK_EMBEDDINGS, benchmark=call.keys["benchmark"])
+    nb = nearest_neighbours(_matrix(bemb), _matrix(cemb), call.inputs["k"])
+    model_key = str(bemb["embedding_model"].iloc[0])
+    params = canonical_json({"embedding_model": model_key, "k": int(nb.k), "corpus_docs": len(cemb)})
+    doc_ids, n = cemb["doc_id"].to_numpy(), len(bemb)
+    examples = pd.DataFrame({
+        "model": "", "example_id": np.tile(bemb["example_id"].to_numpy(), 2),
+        "measure": ["max_cosine"] * n + ["topk_cosine"] * n,
+        "value": np.concatenate([nb.max_cosine, nb.topk_cosine]).astype(float),
+        "evidence": list(doc_ids[nb.nearest_index]) + [None] * n, "params": params,
+    })
+    mv = mauve(_matrix(bemb), _matrix(cemb))
+    floor_warning = (f"MAUVE at its floor ({mv.floor:.4f}): benchmark and corpus fall in fully separated clusters"
+                     if mv.at_floor else None)
+    dataset = pd.DataFrame({
+        "model": "", "measure": ["max_cosine", "topk_cosine", "centroid_cosine", "mauve"],
+        "value": [float(nb.max_cosine.mean()), float(nb.topk_cosine.mean()),
+                  float(centroid_cosine(_matrix(bemb), _matrix(cemb))), float(mv.score)],
+        "ci_low": None, "ci_high": None, "n": n, "warning": [None, None, None, floor_warning],
+        "params": [params] * 3 + [canonical_json({**mv.params, "num_clusters": int(mv.num_clusters),
+                                                   "embedding_model": model_key})],
+    })
+    return Output({EXAMPLE_SIMILARITY: examples, DATASET_SIMILARITY: dataset},
+                  metadata={"examples": n, "corpus_docs": len(cemb), "k": int(nb.k), "mauve": float(mv.score),
+                            "mauve_clusters": int(mv.num_clusters), "mauve_at_floor": bool(mv.at_floor),
+                            "dataset_measures": table_md(dataset[["measure", "value"]])})
+
+
+def _family():
+    from simassets.core.computation import Computation, Upstream
+    from simassets.core.measures.registry import register_family
+    from simassets.core.schema import DATASET_SIMILARITY, EXAMPLE_SIMILARITY
+
+    return register_family(Computation(
+        name="embedding_similarity", group="similarity", partitioning="corpus_x_benchmark",
+        description="Embedding similarity of a benchmark to a corpus sample: per example the max and mean top-k "
+                    "cosine to the corpus documents; per dataset their means, the centroid cosine and MAUVE.",
+        writes=(EXAMPLE_SIMILARITY, DATASET_SIMILARITY), inputs=_inputs, compute=_compute,
+        upstream=(Upstream("corpus_embeddings"), Upstream("benchmark_embeddings")), kinds=("numpy", "parquet"),
+        code_version="2", storage_keys=lambda keys: {**keys, "asset": "embedding_similarity"}))
+
+
+FAMILY = _family()

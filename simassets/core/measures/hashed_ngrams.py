@@ -18,6 +18,7 @@ the example looks more like the corpus. ``log_weight_per_feature`` divides by x'
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import chain
 from typing import Any
@@ -26,6 +27,7 @@ import numpy as np
 import regex
 import xxhash
 
+from simassets.core.measures.registry import MeasureSpec, register
 from simassets.core.measures.tokens import (
     DEFAULT_CI, DEFAULT_EPS, DocCounts, divergence_measures, smoothed_distribution,
 )
@@ -138,3 +140,30 @@ def hashed_ngram_measures(bench_texts: Sequence[str], corpus_texts: Sequence[str
     out.update(num_buckets=num_buckets, ngrams=2, tokenizer="wordpunct-lower",
                hash=f"xxh64(seed={HASH_SEED})+splitmix64")
     return out
+
+
+# ------------------------------------------------------------------ registered measures
+register(MeasureSpec(
+    name="hashed_ngram_kl", range=(0.0, math.inf), family="token", levels=("dataset",), direction=-1,
+    description="KL divergence (nats) between benchmark and corpus distributions of hashed lower-cased word-punctuation unigrams+bigrams (DSIR features, 10,000 buckets).",
+    formula="sum_f P_b(f) ln(P_b(f)/P_c(f)),  f = xxh64/splitmix64(uni+bigram) mod 10000, P = (counts + eps)/sum",
+    params={"num_buckets": 10000, "ngrams": 2, "tokenizer": r"lower + \w+|[^\w\s]+", "hash": "xxh64(seed=0)+splitmix64", "eps": 1e-3, "log_base": "e"},
+))
+register(MeasureSpec(
+    name="hashed_ngram_js", range=(0.0, math.log(2)), family="token", levels=("dataset",), direction=-1,
+    description="Jensen-Shannon divergence (nats, <= ln 2) between hashed uni+bigram distributions of benchmark and corpus.",
+    formula="(KL(P_b||M) + KL(P_c||M)) / 2,  M = (P_b + P_c) / 2",
+    params={"num_buckets": 10000, "ngrams": 2, "hash": "xxh64(seed=0)+splitmix64", "eps": 0.0, "log_base": "e"},
+))
+register(MeasureSpec(
+    name="importance_log_weight", family="token", levels=("example",), direction=1,
+    description="DSIR-style log importance weight of an example: log-likelihood ratio of its hashed uni+bigram features under the corpus vs the benchmark distribution (higher = more corpus-like).",
+    formula="sum_f count_x(f) (ln P_c(f) - ln P_b(f))",
+    params={"num_buckets": 10000, "ngrams": 2, "eps": 1e-3},
+))
+register(MeasureSpec(
+    name="importance_log_weight_per_feature", family="token", levels=("example",), direction=1,
+    description="importance_log_weight divided by the example's number of hashed features (length-normalised).",
+    formula="sum_f count_x(f) (ln P_c(f) - ln P_b(f)) / sum_f count_x(f)",
+    params={"num_buckets": 10000, "ngrams": 2, "eps": 1e-3},
+))

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from simassets.core.measures.registry import MeasureSpec, register
+
 
 @dataclass(frozen=True)
 class MauveResult:
@@ -141,3 +143,14 @@ def mauve(
               "scaling": scaling, "discretization": discretization}
     return MauveResult(score, k, score <= floor + floor_tol, floor, star, pca_dim,
                        p_counts / p_counts.sum(), q_counts / q_counts.sum(), params)
+
+
+# ------------------------------------------------------------------ registered measures
+register(MeasureSpec(
+    name="mauve", range=(0.0, 1.0), family="embedding", levels=("dataset",), direction=1,
+    description="MAUVE (Pillutla et al. 2021) between benchmark and corpus-sample embeddings: joint PCA + k-means quantisation, area under the divergence curve; ~0.004 (at_floor) means fully separated clusters.",
+    formula="AUC of (exp(-c KL(Q||R_l)), exp(-c KL(P||R_l))), R_l = l P + (1-l) Q, c=5",
+    params={"embedding_model": "all-MiniLM-L6-v2", "num_buckets": "auto=max(2, round(min(n_bench, n_corpus)/10))",
+            "pca_explained_variance": 0.9, "kmeans_num_redo": 5, "kmeans_max_iter": 500, "seed": 25,
+            "scaling": 5.0, "discretization": 25},
+))

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from simassets.core.measures.registry import MeasureSpec, register
+
 
 @dataclass(frozen=True)
 class TokenNLL:
@@ -173,3 +175,191 @@ def aggregate_perplexity(nll_sums: Sequence[float], n_tokens: Sequence[int]) -> 
         n_examples=len(pairs),
         n_tokens=total_n,
     )
+
+
+# ------------------------------------------------------------------ registered measures
+register(MeasureSpec(
+    name="input_perplexity", range=(1.0, math.inf), family="model", levels=("example", "dataset"), direction=-1, needs_model=True,
+    description="Perplexity of the rendered benchmark input under the model: its tokens as lm-eval encodes the context, each after the first predicted from its prefix, read from the evaluation's own forward pass (no extra pass); the dataset value is token-weighted.",
+    formula="exp(sum_i nll_i / sum_i n_i) over input tokens 2..n", params={"source": "example_results.input_nll", "bos": "only where lm-eval adds it (e.g. Gemma)"},
+))
+register(MeasureSpec(
+    name="target_perplexity", range=(1.0, math.inf), family="model", levels=("example", "dataset"), direction=-1, needs_model=True,
+    description="Perplexity of the gold continuation given the input, from the evaluation's own log-likelihoods (no extra forward pass); token-weighted at dataset level.",
+    formula="exp(-sum_i loglik_gold_i / sum_i n_gold_i)", params={"source": "example_results.gold_loglik"},
+))
+register(MeasureSpec(
+    name="corpus_perplexity", range=(1.0, math.inf), family="model", levels=("dataset",), direction=-1, needs_model=True,
+    description="How in-distribution a corpus sample is for a model: token-weighted perplexity of (a seeded prefix of) its documents, each truncated.",
+    formula="exp(sum_d nll_d / sum_d n_d)", params={"quick": "20 docs x 256 tokens", "full": "200 docs x 1024 tokens"},
+))
+
+
+# ------------------------------------------------------------------ the family's assets
+N_BOOT = {"quick": 200, "full": 1000}
+# corpus perplexity: documents scored per corpus and the tokens kept of each (a seeded prefix of the sample)
+CORPUS_PPL = {"quick": (20, 256), "full": (200, 1024)}  # quick: ~5k tokens per corpus, ~1/4 of its model passes
+
+
+def perplexity_rows(bench, results):
+    """Input and target perplexity per example and per benchmark, both from the evaluation's stored
+    log-likelihoods (``example_results``): no forward pass of its own. Input perplexity covers the input's
+    tokens after the first (lm-eval's encoding of the context); target perplexity the gold continuation."""
+    import numpy as np
+    import pandas as pd
+
+    merged = bench[["example_id"]].merge(
+        results[["example_id", "gold_loglik", "gold_n_tokens", "input_nll", "input_n_tokens"]], on="example_id")
+    n_in = merged["input_n_tokens"].fillna(0).astype(int).to_numpy()
+    s_in = merged["input_nll"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        input_ppl = np.where(n_in > 0, np.exp(s_in / np.maximum(n_in, 1)), np.nan)
+        target_ppl = np.exp(-merged["gold_loglik"].to_numpy() / merged["gold_n_tokens"].to_numpy())
+    ids = merged["example_id"].to_numpy()
+    examples = pd.concat([
+        pd.DataFrame({"example_id": ids, "measure": "input_perplexity", "value": input_ppl,
+                      "evidence": [f"{n} tokens" for n in n_in]}),
+        pd.DataFrame({"example_id": ids, "measure": "target_perplexity", "value": target_ppl,
+                      "evidence": [f"{n} tokens" for n in merged["gold_n_tokens"]]}),
+    ], ignore_index=True)
+    has_input = n_in > 0
+    agg_in = aggregate_perplexity(s_in[has_input].tolist(), n_in[has_input].tolist()) if has_input.any() else None
+    agg_t = aggregate_perplexity((-merged["gold_loglik"]).tolist(), merged["gold_n_tokens"].tolist())
+    dataset = pd.DataFrame(  # no input row when no example has an input token to score
+        ([{"measure": "input_perplexity", "value": agg_in.token_weighted, "n": agg_in.n_examples}] if agg_in else [])
+        + [{"measure": "target_perplexity", "value": agg_t.token_weighted, "n": agg_t.n_examples}])
+    return examples, dataset
+
+
+def _corpus_token_ids(model_id: str, corpus_fp: str, texts: tuple[str, ...], tokenizer) -> list:
+    """Token ids of a corpus sample under a model's tokenizer, once per (model, corpus content) per process."""
+    from simassets.core.measures.tokens import encode_texts
+
+    key = (model_id, corpus_fp)
+    if key not in _TOKEN_IDS:
+        if len(_TOKEN_IDS) >= 64:
+            _TOKEN_IDS.pop(next(iter(_TOKEN_IDS)))
+        _TOKEN_IDS[key] = encode_texts(list(texts), tokenizer)
+    return _TOKEN_IDS[key]
+
+
+_TOKEN_IDS: dict[tuple[str, str], list] = {}
+
+
+def _model_similarity_inputs(scope, keys) -> dict:
+    from simassets.core.models import model_fingerprint
+    from simassets.core.schema import BENCHMARK_SCORES, CORPUS_DOCUMENTS
+
+    return {"n_boot": N_BOOT[scope.profile], "seed": scope.seed,
+            "corpora": {c: scope.upstream(CORPUS_DOCUMENTS, {"corpus": c}) for c in scope.values("corpus")},
+            "model": model_fingerprint(scope.models[keys["model"]]),
+            "results": scope.upstream(BENCHMARK_SCORES, keys)}
+
+
+def _model_similarity(call):
+    """Input and target perplexity from the evaluation's forward pass, and unigram KL/JS against every corpus
+    sample under the model's tokenizer."""
+    import json
+
+    import pandas as pd
+
+    from simassets.core.computation import Output, table_md
+    from simassets.core.hashing import canonical_json
+    from simassets.core.measures.tokens import encode_texts, unigram_measures
+    from simassets.core.models import load_causal_lm
+    from simassets.core.schema import (BENCHMARK_EXAMPLES, CORPUS_DOCUMENTS, DATASET_SIMILARITY, EXAMPLE_RESULTS,
+                                       EXAMPLE_SIMILARITY)
+
+    model_id, bench_name, scope = call.keys["model"], call.keys["benchmark"], call.scope
+    loaded = load_causal_lm(scope.models[model_id])
+    bench = call.read(BENCHMARK_EXAMPLES, benchmark=bench_name)
+    results = call.read(EXAMPLE_RESULTS, model=model_id, benchmark=bench_name)
+    if "input_nll" not in results or results["input_nll"].isna().all():
+        raise ValueError(f"example_results[{model_id}, {bench_name}] has no input NLL (stored by an older version): "
+                         "re-materialize benchmark_evaluation for this partition")
+    ex, ds = perplexity_rows(bench, results)
+    eval_params = json.loads(results["params"].iloc[0])
+    ppl_params = canonical_json({"model": model_id, "model_fingerprint": loaded.fingerprint,
+                                 "max_length": eval_params.get("max_length"), "dtype": eval_params.get("dtype"),
+                                 "dataset_level": "token-weighted exp(sum nll / sum tokens)",
+                                 "input_source": "example_results.input_nll (the evaluation's forward pass)",
+                                 "target_source": "example_results.gold_loglik (no extra forward pass)"})
+    ex, ds = ex.assign(corpus="", params=ppl_params), ds.assign(corpus="", params=ppl_params)
+    bench_ids = encode_texts((bench["input_text"] + bench["target_text"]).tolist(), loaded.tokenizer)
+    uni_rows = []
+    for corpus in scope.values("corpus"):
+        docs = call.read(CORPUS_DOCUMENTS, corpus=corpus)
+        corpus_ids = _corpus_token_ids(model_id, call.inputs["corpora"][corpus], tuple(docs["text"]), loaded.tokenizer)
+        u = unigram_measures(bench_ids, corpus_ids, vocab_size=len(loaded.tokenizer), n_boot=N_BOOT[call.profile],
+                             seed=scope.seed)
+        params = canonical_json({k: u[k] for k in ("eps", "n_boot", "seed", "ci", "log_base", "dim")}
+                                | {"tokenizer": model_id, "ci_method": "basic bootstrap over corpus documents"})
+        uni_rows += [{"corpus": corpus, "measure": "unigram_kl", "value": u["kl"], "ci_low": u["kl_basic_ci_low"],
+                      "ci_high": u["kl_basic_ci_high"], "n": len(bench), "params": params},
+                     {"corpus": corpus, "measure": "unigram_js", "value": u["js"], "n": len(bench), "params": params}]
+    dataset = pd.concat([ds, pd.DataFrame(uni_rows)], ignore_index=True).reindex(
+        columns=["corpus", "measure", "value", "ci_low", "ci_high", "n", "warning", "params"])
+    return Output({EXAMPLE_SIMILARITY: ex, DATASET_SIMILARITY: dataset}, metadata={
+        "examples": len(bench), "forward_passes_added": int(eval_params.get("input_nll_extra_passes") or 0),
+        "input_tokens": int(results["input_n_tokens"].fillna(0).sum()),
+        "dataset_measures": table_md(dataset[["corpus", "measure", "value", "ci_low", "ci_high"]])})
+
+
+def _corpus_perplexity_inputs(scope, keys) -> dict:
+    from simassets.core.models import model_fingerprint
+    from simassets.core.schema import CORPUS_DOCUMENTS
+
+    return {"setup": CORPUS_PPL[scope.profile], "model": model_fingerprint(scope.models[keys["model"]]),
+            "corpus": scope.upstream(CORPUS_DOCUMENTS, {"corpus": keys["corpus"]})}
+
+
+def _corpus_perplexity(call):
+    """Token-weighted perplexity of a seeded prefix of the corpus sample, each document truncated."""
+    import pandas as pd
+
+    from simassets.core.computation import Output
+    from simassets.core.hashing import canonical_json
+    from simassets.core.models import load_causal_lm
+    from simassets.core.schema import CORPUS_DOCUMENTS, DATASET_SIMILARITY
+
+    n_docs, max_length = CORPUS_PPL[call.profile]
+    docs = call.read(CORPUS_DOCUMENTS, corpus=call.keys["corpus"]).head(n_docs)
+    loaded = load_causal_lm(call.scope.models[call.keys["model"]])
+    nll = sequence_nll(loaded.model, loaded.tokenizer, docs["text"].tolist(), max_length=max_length,
+                       batch_size=call.scope.spec.eval_batch_size)
+    agg = aggregate_perplexity([r.nll_sum for r in nll], [r.n_tokens for r in nll])
+    params = canonical_json({"model": call.keys["model"], "model_fingerprint": loaded.fingerprint, "docs": len(docs),
+                             "max_length": max_length, "truncated_docs": sum(r.truncated for r in nll),
+                             "mean_of_document_perplexities": agg.mean_of_examples})
+    row = pd.DataFrame([{"benchmark": "", "measure": "corpus_perplexity", "value": agg.token_weighted,
+                         "ci_low": None, "ci_high": None, "n": len(docs), "warning": None, "params": params}])
+    return Output({DATASET_SIMILARITY: row},
+                  metadata={"perplexity": agg.token_weighted, "docs": len(docs), "tokens": agg.n_tokens})
+
+
+def _families():
+    from simassets.core.computation import Computation, Upstream
+    from simassets.core.measures.registry import register_family
+    from simassets.core.schema import DATASET_SIMILARITY, EXAMPLE_SIMILARITY
+
+    similarity = register_family(Computation(
+        name="model_similarity", group="similarity", partitioning="model_x_benchmark",
+        description="Per model and benchmark: input perplexity (rendered input) and target perplexity (gold "
+                    "continuation), both read from the evaluation's own forward pass, per example and "
+                    "token-weighted per benchmark; and unigram KL (with bootstrap CI) and JS of the benchmark "
+                    "against every corpus sample under the model's tokenizer.",
+        writes=(EXAMPLE_SIMILARITY, DATASET_SIMILARITY), inputs=_model_similarity_inputs, compute=_model_similarity,
+        upstream=(Upstream("benchmark_evaluation"), Upstream("corpus_documents", "all")), kinds=("pytorch", "parquet"),
+        pool="model", code_version="2", retries=2,
+        storage_keys=lambda keys: {**keys, "asset": "model_similarity"}))
+    perplexity = register_family(Computation(
+        name="corpus_perplexity", group="similarity", partitioning="model_x_corpus",
+        description="How in-distribution a corpus sample is for a model: token-weighted perplexity of (a seeded "
+                    "prefix of) the sample's documents, each truncated to a fixed number of tokens.",
+        writes=(DATASET_SIMILARITY,), inputs=_corpus_perplexity_inputs, compute=_corpus_perplexity,
+        upstream=(Upstream("corpus_documents"),), kinds=("pytorch", "parquet"), pool="model", code_version="2",
+        retries=2, storage_keys=lambda keys: {**keys, "asset": "corpus_perplexity"}))
+    return similarity, perplexity
+
+
+FAMILIES = _families()

@@ -72,6 +72,7 @@ import numpy as np
 from simassets.core.hashing import fingerprint, seeded_hash64, sha256_text
 from simassets.core.measures.model import pad_id_of, right_pad
 from simassets.core.paths import atomic_write
+from simassets.core.measures.registry import MeasureSpec, register
 
 TASK2VEC_VERSION = 1  # part of every cache key: bump when the estimator changes
 PARAMETER_SETS = ("all", "last_block", "lm_head")
@@ -421,3 +422,107 @@ class Task2VecCache:
         embs = dataset_embeddings(model, tokenizer, texts, params)
         self.save(dataset_hash, probe, params, embs)
         return embs
+
+
+# ------------------------------------------------------------------ registered measures
+register(MeasureSpec(
+    name="task2vec_alignment", range=(0.0, 1.0), family="task2vec", levels=("dataset",), direction=1, needs_model=True,
+    description="Alignment coefficient (Chawla et al.): 1 - expected Task2Vec distance between a corpus batch and a benchmark batch, where a batch's embedding is the diagonal Monte-Carlo Fisher information of a probe LM; 95% interval over batch pairs.",
+    formula="1 - E_{b in corpus, b' in bench} d(F_b, F_b'),  d(a, b) = cos_dist(a/(a+b), b/(a+b))",
+    params={"probe": "profile task2vec_probe (default: smallest registered model)", "quick": "last_block, 3 batches x 4 texts x 64 tokens",
+            "full": "all weights, 4 batches x 8 texts x 128 tokens", "fisher": "montecarlo"},
+))
+
+
+# ------------------------------------------------------------------ the probe, the profile's parameters, the family
+def task2vec_params(profile: str, seed: int) -> Task2VecParams:
+    """The profile's Task2Vec parameters (``quick``: the cheap probe settings, last block only, small batches)."""
+    if profile == "quick":
+        return Task2VecParams(batch_size=4, seq_len=64, n_batches=3, seed=seed, parameters="last_block")
+    return Task2VecParams(batch_size=8, seq_len=128, n_batches=4, seed=seed, parameters="all")
+
+
+def probe_spec(scope):
+    """The Task2Vec probe of every Task2Vec measure (the assets and the training interventions): the profile's
+    pinned ``task2vec_probe``, else the registered model of the profile with the fewest parameters.
+
+    Pin it: with the fallback, registering a smaller model changes the probe and so every Task2Vec row."""
+    from simassets.core.catalog import CatalogError
+    from simassets.core.finetune import smallest_model
+    from simassets.core.models import ModelRegistryError, models_for_profile
+
+    registry, pinned = scope.models, scope.spec.task2vec_probe
+    if pinned:
+        if pinned not in registry:
+            raise CatalogError(f"{scope.catalog.source_file}: [profiles.{scope.profile}] task2vec_probe = {pinned!r} is "
+                               f"not in the model registry {scope.registry_file} (registered: {sorted(registry)})")
+        return registry[pinned]
+    specs = models_for_profile(registry, scope.profile) or list(registry.values())
+    if not specs:
+        raise ModelRegistryError(f"{scope.registry_file}: Task2Vec needs a probe model; register one with "
+                                 "`simassets models add`")
+    return smallest_model(specs)
+
+
+def dataset_texts(scope, kind: str, name: str) -> list[str]:
+    """The texts Task2Vec embeds for a corpus (its sampled documents) or a benchmark (input + gold target)."""
+    from simassets.core.schema import BENCHMARK_EXAMPLES, CORPUS_DOCUMENTS
+    from simassets.core.tasks import benchmark_text
+
+    if kind == "corpus":
+        return scope.read(CORPUS_DOCUMENTS, {"corpus": name})["text"].tolist()
+    return benchmark_text(scope.read(BENCHMARK_EXAMPLES, {"benchmark": name}))
+
+
+def _diversity_keys(kind: str, name: str) -> dict[str, str]:
+    return {"dataset_kind": kind, "dataset": name}
+
+
+def _alignment_inputs(scope, keys) -> dict:
+    from simassets.core.schema import DATASET_DIVERSITY
+
+    return {kind: scope.upstream(DATASET_DIVERSITY, _diversity_keys(kind, keys[kind])) for kind in ("corpus", "benchmark")}
+
+
+def _alignment(call):
+    """1 - expected Task2Vec distance between a corpus batch and a benchmark batch, from the cached embeddings."""
+    import pandas as pd
+
+    from simassets.core.computation import Output
+    from simassets.core.hashing import canonical_json
+    from simassets.core.models import model_fingerprint
+    from simassets.core.schema import DATASET_SIMILARITY
+
+    scope = call.scope
+    probe, params = probe_spec(scope), task2vec_params(call.profile, scope.seed)
+    cache, probe_fp = Task2VecCache(scope.cache_dir / "task2vec"), model_fingerprint(probe)
+    embs = {kind: cache.load(texts_fingerprint(dataset_texts(scope, kind, call.keys[kind])), probe_fp, params)
+            for kind in ("corpus", "benchmark")}
+    if any(e is None for e in embs.values()):
+        raise ValueError(f"Task2Vec embeddings missing from {cache.root} for {dict(call.keys)}: materialize "
+                         "corpus_task2vec and benchmark_task2vec first")
+    res = alignment_coefficient(embs["corpus"], embs["benchmark"])
+    row = pd.DataFrame([{"model": "", "measure": "task2vec_alignment", "value": res.value, "ci_low": res.ci_low,
+                         "ci_high": res.ci_high, "n": res.n_pairs, "warning": None,
+                         "params": canonical_json({**params.as_dict(), "probe": probe.id})}])
+    return Output({DATASET_SIMILARITY: row}, metadata={
+        "alignment_coefficient": res.value, "ci_low": res.ci_low, "ci_high": res.ci_high, "batch_pairs": res.n_pairs,
+        "probe": probe.id})
+
+
+def _family():
+    from simassets.core.computation import Computation, Upstream
+    from simassets.core.measures.registry import register_family
+    from simassets.core.schema import DATASET_SIMILARITY
+
+    return register_family(Computation(
+        name="task2vec_alignment", group="task2vec", partitioning="corpus_x_benchmark",
+        description="Alignment coefficient between a corpus sample and a benchmark: 1 - expected Task2Vec distance "
+                    "between a corpus batch and a benchmark batch, with a 95% interval over batch pairs (from the "
+                    "cached embeddings; no model pass).",
+        writes=(DATASET_SIMILARITY,), inputs=_alignment_inputs, compute=_alignment,
+        upstream=(Upstream("corpus_task2vec"), Upstream("benchmark_task2vec")), kinds=("numpy", "parquet"),
+        storage_keys=lambda keys: {**keys, "asset": "task2vec_alignment"}))
+
+
+FAMILY = _family()

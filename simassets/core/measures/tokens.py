@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import math
+from simassets.core.measures.registry import MeasureSpec, register
 
 DEFAULT_EPS = 1e-3
 DEFAULT_N_BOOT = 1000
@@ -167,3 +169,18 @@ def unigram_measures(bench_token_ids: Sequence[np.ndarray], corpus_token_ids: Se
     """Unigram KL(benchmark || corpus) with bootstrap CI and JS over a model tokenizer's vocabulary."""
     return divergence_measures(token_doc_counts(bench_token_ids, vocab_size),
                                token_doc_counts(corpus_token_ids, vocab_size), eps, n_boot, seed, ci)
+
+
+# ------------------------------------------------------------------ registered measures
+register(MeasureSpec(
+    name="unigram_kl", range=(0.0, math.inf), family="token", levels=("dataset",), direction=-1, needs_model=True,
+    description="KL divergence (nats) from the benchmark's unigram distribution to the corpus sample's under the model's tokenizer; percentile bootstrap CI over corpus-document resamples.",
+    formula="sum_t P_b(t) ln(P_b(t)/P_c(t)),  P = (counts + eps) / sum(counts + eps)",
+    params={"tokenizer": "model", "eps": 1e-3, "n_boot": 1000, "ci": 0.95, "log_base": "e"},
+))
+register(MeasureSpec(
+    name="unigram_js", range=(0.0, math.log(2)), family="token", levels=("dataset",), direction=-1, needs_model=True,
+    description="Jensen-Shannon divergence (nats, <= ln 2) between benchmark and corpus unigram distributions under the model's tokenizer.",
+    formula="(KL(P_b||M) + KL(P_c||M)) / 2,  M = (P_b + P_c) / 2",
+    params={"tokenizer": "model", "eps": 0.0, "log_base": "e"},
+))
