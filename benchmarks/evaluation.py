@@ -1,67 +1,205 @@
-"""Evaluation speed and parity: float32 vs bfloat16 for a registered model, through the asset path.
+"""Evaluation speed and parity: lm-eval's plain ``HFLM`` against the shared-prefix scorer (``simassets-hf``).
 
-Prints, in one run: forward tokens/s for both dtypes on the same texts, the lm-eval path's examples/s on
-one benchmark for both, the ratio, and how many answers bfloat16 changes (the parity check that must
-hold before bfloat16 is used for model passes).
+In one run, on the same benchmarks and examples (default: ARC-Easy, HellaSwag, PIQA, WinoGrande, MMLU high-school
+biology and XCOPA-sw, 100 examples each, fp32, batch 8), prints per benchmark and overall: tokens forwarded, seconds,
+examples/s, the speed ratio, and whether every answer is the same and by how much the log-likelihoods differ.
 
-    .venv/bin/python benchmarks/evaluation.py [--model smollm2-135m-instruct] [--benchmark arc_easy] [--limit 200]
+``--memory MODEL`` runs the shared-prefix scorer alone for a model at the full profile's batch size (with AGIEval's
+long contexts added) in a fresh process and prints its peak resident memory. ``--project`` counts, through lm-eval's
+own request construction, the tokens the full profile's evaluation forwards with each scorer, and projects its time
+per model from the tokens/s measured here. ``--bf16`` adds the bfloat16 parity check of earlier sessions.
+
+    .venv/bin/python benchmarks/evaluation.py [--model smollm2-135m-instruct] [--limit 100] [--memory gemma-3-270m]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import resource
+import sys
 import time
 
-from simassets.core import paths
+from simassets.core import budget, paths
 from simassets.core.catalog import load_catalog
 from simassets.core.evaluation import evaluate_benchmark, make_lm
 from simassets.core.models import clear_model_cache, load_causal_lm, load_registry
 
+BENCHMARKS = ("arc_easy", "hellaswag", "piqa", "winogrande", "mmlu_high_school_biology", "xcopa_sw")
 
-def forward_tokens_per_second(loaded, texts: list[str], batch_size: int = 8) -> float:
+
+def plain_lm(loaded, batch_size: int, max_length: int):
+    """lm-eval's own ``HFLM`` (the baseline), counting the padded tokens it forwards."""
+    from lm_eval.models.huggingface import HFLM
+
+    class CountingHFLM(HFLM):
+        padded = 0
+
+        def _model_call(self, inps, attn_mask=None, labels=None):
+            type(self).padded += int(inps.numel())
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+
+    return CountingHFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size,
+                        max_length=max_length)
+
+
+def compare(args) -> None:
     import torch
 
-    from simassets.core.measures.model import sequence_nll
+    torch.set_num_threads(budget.cores())
+    catalog, spec = load_catalog(), load_registry()[args.model]
+    loaded = load_causal_lm(spec)
+    rows, tot = [], {"plain_s": 0.0, "shared_s": 0.0, "plain_tok": 0, "shared_tok": 0, "n": 0, "same": True, "dmax": 0.0}
+    for name in args.benchmarks:
+        bench = catalog.benchmarks[name]
+        base = plain_lm(loaded, args.batch_size, args.max_length)
+        t0 = time.perf_counter()
+        a = evaluate_benchmark(base, bench, paths.data_root(), args.limit, args.seed, input_nll=args.input_nll)
+        plain_s = time.perf_counter() - t0
+        shared = make_lm(loaded.model, loaded.tokenizer, batch_size=args.batch_size, max_length=args.max_length,
+                         token_budget=args.token_budget)
+        stats = []
+        real = shared._loglikelihood_tokens
 
-    sequence_nll(loaded.model, loaded.tokenizer, texts[:batch_size], max_length=512, batch_size=batch_size)  # warm-up
-    start = time.perf_counter()
-    with torch.inference_mode():
-        res = sequence_nll(loaded.model, loaded.tokenizer, texts, max_length=512, batch_size=batch_size)
-    return sum(r.n_tokens + 1 for r in res) / (time.perf_counter() - start)
+        def counted(requests, disable_tqdm=False, override_bs=None, _real=real):
+            out = _real(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+            stats.append(shared.scoring_stats)
+            return out
+
+        shared._loglikelihood_tokens = counted
+        t0 = time.perf_counter()
+        b = evaluate_benchmark(shared, bench, paths.data_root(), args.limit, args.seed, input_nll=args.input_nll)
+        shared_s = time.perf_counter() - t0
+        plain_tok, shared_tok = type(base).padded, sum(s.padded for s in stats)  # what each really ran, padding too
+        same = [e.chosen for e in a.examples] == [e.chosen for e in b.examples] and \
+            [e.correct for e in a.examples] == [e.correct for e in b.examples]
+        dmax = max(abs(x - y) for ea, eb in zip(a.examples, b.examples) for x, y in zip(ea.choice_logliks, eb.choice_logliks))
+        n = a.score.n
+        rows.append((name, n, plain_tok, plain_s, shared_tok, shared_s, same, dmax, a.score.acc))
+        for k, v in (("plain_s", plain_s), ("shared_s", shared_s), ("plain_tok", plain_tok), ("shared_tok", shared_tok), ("n", n)):
+            tot[k] += v
+        tot["same"] &= same
+        tot["dmax"] = max(tot["dmax"], dmax)
+        print(f"{name:26s} n={n:4d}  lm-eval HFLM {plain_tok:8,d} tok {plain_s:7.1f}s {n / plain_s:6.2f} ex/s | "
+              f"simassets-hf {shared_tok:8,d} tok {shared_s:7.1f}s {n / shared_s:6.2f} ex/s | "
+              f"{plain_s / shared_s:4.2f}x  answers {'identical' if same else 'DIFFER'}  max |dll| {dmax:.1e}  "
+              f"acc {a.score.acc:.3f}", flush=True)
+    print(f"\noverall ({len(rows)} benchmarks, {tot['n']} examples, {args.model}, fp32, batch {args.batch_size}, "
+          f"{budget.cores()} threads): lm-eval HFLM {tot['plain_tok']:,} tokens in {tot['plain_s']:.1f}s, "
+          f"simassets-hf {tot['shared_tok']:,} tokens in {tot['shared_s']:.1f}s: "
+          f"{tot['plain_s'] / tot['shared_s']:.2f}x faster, {tot['plain_tok'] / tot['shared_tok']:.2f}x fewer tokens; "
+          f"answers {'identical' if tot['same'] else 'DIFFER'}; max |delta loglik| {tot['dmax']:.1e}")
+    print(json.dumps({"speedup": tot["plain_s"] / tot["shared_s"], "shared_tokens_per_s": tot["shared_tok"] / tot["shared_s"],
+                      "plain_tokens_per_s": tot["plain_tok"] / tot["plain_s"], "identical": tot["same"]}))
+
+
+def memory(args) -> None:
+    """Peak resident memory of the shared-prefix scorer for one model at the full profile's batch size."""
+    catalog = load_catalog()
+    full = catalog.profile("full")
+    spec = load_registry()[args.memory]
+    load_causal_lm(spec)  # from the de-quantized cache (the benchmark warms it first)
+    after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loaded = load_causal_lm(spec)
+    lm = make_lm(loaded.model, loaded.tokenizer, batch_size=full.eval_batch_size, max_length=full.max_length)
+    seconds = 0.0
+    for name in (*args.benchmarks, "agi_eval_lsat_rc"):
+        t0 = time.perf_counter()
+        res = evaluate_benchmark(lm, catalog.benchmarks[name], paths.data_root(), args.memory_limit, args.seed)
+        seconds += time.perf_counter() - t0
+        print(f"  {args.memory} {name}: {res.score.n} examples in {time.perf_counter() - t0:.1f}s", flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{args.memory}: peak resident memory {peak / 1024:.2f} GB (after loading the model {after_load / 1024:.2f} GB) at "
+          f"the full profile's batch size {full.eval_batch_size} (token budget {lm.token_budget:,}), max_length "
+          f"{full.max_length}; {seconds:.0f}s for {len(args.benchmarks) + 1} benchmarks x {args.memory_limit}")
+
+
+def project(args, speeds: dict[str, float]) -> None:
+    """The full profile's evaluation tokens under each scorer (lm-eval's own requests) and projected hours."""
+    from simassets.core.evaluation import scoring_lm_class
+    from simassets.core.scoring import ScoringStats
+
+    catalog, registry = load_catalog(), load_registry()
+    full = catalog.profile("full")
+    for model_id in args.project:
+        loaded = load_causal_lm(registry[model_id])
+        cls = scoring_lm_class()
+        totals = ScoringStats()
+        n_examples = 0
+
+        class Counting(cls):  # lm-eval builds the requests; nothing is run (zeros keep its metrics consistent)
+            def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
+                groups_stats = ScoringStats()
+                score_tokens(requests, self.max_length, groups_stats)
+                totals.plain += groups_stats.plain
+                totals.forwarded += groups_stats.forwarded
+                return [(0.0, False)] * len(requests)
+
+        lm = Counting(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=full.eval_batch_size,
+                      max_length=full.max_length)
+        for b in catalog.benchmarks_for("full"):
+            res = evaluate_benchmark(lm, b, paths.data_root(), full.benchmark_limit, full.seed, b.num_fewshot)
+            n_examples += res.score.n
+        tps = speeds.get(model_id)
+        hours = f"{totals.forwarded / tps / 3600:.2f} h projected at the {tps:.0f} tok/s measured here" if tps else ""
+        print(f"full profile, {model_id}: {n_examples:,} examples; lm-eval forwards {totals.plain:,} tokens, "
+              f"simassets-hf {totals.forwarded:,} ({totals.plain / max(totals.forwarded, 1):.2f}x fewer); {hours}")
+
+
+def score_tokens(requests, max_length: int, stats) -> None:
+    """The tokens :func:`simassets.core.scoring.score` would forward for ``requests`` (grouping only)."""
+    from simassets.core.scoring import _Item, group_requests
+
+    items = []
+    for i, (_, ctx, cont) in enumerate(requests):
+        x = (list(ctx) + list(cont))[-(max_length + 1):]
+        items.append(_Item(i, x, len(cont), len(x) - len(cont), len(x) - len(cont) == len(ctx)))
+        stats.plain += len(x) - 1
+    for g in group_requests(items):
+        stats.forwarded += g.shared + sum(len(items[i].fed) - g.shared for i in g.members)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--benchmark", default="arc_easy")
-    ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--benchmarks", default=",".join(BENCHMARKS), type=lambda s: s.split(","))
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--token-budget", type=int, help="tokens per forward pass of simassets-hf (default: per device)")
+    ap.add_argument("--input-nll", action="store_true",
+                    help="also the input NLL of every example (the pipeline's evaluation: plain HFLM needs a pass "
+                         "per input for it, simassets-hf reads it off its own passes)")
+    ap.add_argument("--memory", metavar="MODEL", help="peak memory of the shared-prefix scorer for MODEL (own process)")
+    ap.add_argument("--memory-limit", type=int, default=20)
+    ap.add_argument("--project", action="append", metavar="MODEL", help="project the full profile's time for MODEL")
+    ap.add_argument("--speed", action="append", default=[], metavar="MODEL=TOK_S", help="tok/s for --project")
+    ap.add_argument("--bf16", action="store_true", help="also the bfloat16 parity check (answers changed)")
     args = ap.parse_args()
+    if args.memory and not args.project:
+        memory(args)
+        return
+    if args.project:
+        project(args, {k: float(v) for k, v in (s.split("=") for s in args.speed)})
+        return
+    compare(args)
+    if args.bf16:
+        bf16_check(args)
 
-    spec = load_registry()[args.model]
-    bench = load_catalog().benchmarks[args.benchmark]
-    results = {}
+
+def bf16_check(args) -> None:
+    catalog, spec = load_catalog(), load_registry()[args.model]
+    bench = catalog.benchmarks["boolq"]
+    runs = {}
     for dtype in ("float32", "bfloat16"):
         clear_model_cache()
         loaded = load_causal_lm(dataclasses.replace(spec, dtype=dtype))
-        from simassets.core.tasks import render_examples
-
-        texts = [e.input_text + e.target_text for e in render_examples(bench, paths.data_root(), args.limit, args.seed)]
-        tps = forward_tokens_per_second(loaded, texts)
-        lm = make_lm(loaded.model, loaded.tokenizer, batch_size=8, max_length=2048)
-        start = time.perf_counter()
-        res = evaluate_benchmark(lm, bench, paths.data_root(), args.limit, args.seed)
-        secs = time.perf_counter() - start
-        results[dtype] = (tps, secs, res)
-        print(f"{dtype:9s} forward {tps:8.0f} tok/s   lm-eval {args.benchmark} x{res.score.n}: {secs:6.1f}s "
-              f"({res.score.n / secs:.2f} ex/s)  acc {res.score.acc:.3f}  acc_norm {res.score.acc_norm}")
-    (t32, s32, r32), (t16, s16, r16) = results["float32"], results["bfloat16"]
-    changed = sum(a.chosen != b.chosen for a, b in zip(r32.examples, r16.examples))
-    print(f"\nbfloat16 / float32: forward {t16 / t32:.2f}x, lm-eval path {s32 / s16:.2f}x; "
-          f"answers changed by bfloat16: {changed}/{len(r32.examples)}; "
-          f"acc {r32.score.acc:.3f} -> {r16.score.acc:.3f}")
+        runs[dtype] = evaluate_benchmark(make_lm(loaded.model, loaded.tokenizer), bench, paths.data_root(), 30, args.seed)
+    changed = sum(a.chosen != b.chosen for a, b in zip(runs["float32"].examples, runs["bfloat16"].examples))
+    print(f"bfloat16 vs float32 on BoolQ x30: {changed} answer(s) changed")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

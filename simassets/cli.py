@@ -37,16 +37,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
             from simassets.core.studies import get_study
 
             get_study(catalog, args.study)
-        waves = runner.plan_summary(args.profile, selection)
+        units = runner.plan_summary(args.profile, selection)
     except (CatalogError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     changes = runner.sync(instance)
     if changes:
-        print("partitions synced:", "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.items()))
+        print("partitions synced:", "; ".join(
+            f"{k} " + " ".join(f"{sign}{n}" for sign in "+-" if (n := sum(v.startswith(sign) for v in keys)))
+            for k, keys in changes.items()))
     scope = f"study {args.study}" if args.study else (f"{len(catalog.corpora_for(args.profile))} corpora, "
                                                       f"{len(catalog.benchmarks_for(args.profile))} benchmarks")
-    print(f"simassets run --profile {args.profile}: {scope}, models {models}; {len(waves)} waves"
+    print(f"simassets run --profile {args.profile}: {scope}, models {models}; {len(units)} units of work"
           + (f" (skipping {', '.join(args.skip)})" if args.skip else "") + f"; warehouse {wh.home}")
     report = runner.execute(args.profile, selection, instance, workers=args.workers)
     print(wh.ensure_views())

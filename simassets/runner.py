@@ -160,62 +160,78 @@ def _cost(work: planning.Work) -> tuple[int, int]:
 
 def execute(profile: str, selection: planning.Selection, instance: dg.DagsterInstance, workers: int = 1,
             progress: Callable[[str], None] = print, study=None) -> RunReport:
-    """Materialize what ``selection`` keeps of ``profile``, wave by wave: in each wave the stale partitions of every
-    unit as runs of its job (split into ``workers`` pieces where that helps), in this process or a pool."""
+    """Materialize what ``selection`` keeps of ``profile``: each unit's stale partitions as runs of its job (split
+    into ``workers`` pieces where that helps), started as soon as the units it needs are done, in this process
+    or a pool of ``workers`` processes."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
     from simassets.defs.resources import StudyResource
 
     repository()  # the code location (and every computation) is loaded before planning
     study = study or StudyResource()
-    report, start, done = RunReport(), time.perf_counter(), 0
+    report, start, done_runs = RunReport(), time.perf_counter(), 0
+    all_units = planning.units(selection)
     pool = None
+    threads_env = os.environ.get("SIMASSETS_TORCH_THREADS")
     if workers > 1:
-        threads = max(1, budget.cores() // workers)
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(threads,))
+                                   initializer=_worker_init, initargs=(max(1, budget.cores() // workers),))
     else:
-        budget_env = os.environ.get("SIMASSETS_TORCH_THREADS")
         os.environ.setdefault("SIMASSETS_TORCH_THREADS", str(budget.cores()))
-    try:
-        waves = planning.units(selection)
-        for i, wave in enumerate(waves, start=1):
-            scope = study.scope(profile)  # fresh per wave: the study rows an earlier wave wrote are read anew
-            order = planning.dynamic_order(instance, profile)
-            works: list[planning.Work] = []
-            for unit in wave:
-                plan = planning.plan_unit(unit, scope, selection, order)
-                works += plan.work
-                pdef = factory.partitions_def(profile, unit.partitioning)
-                for keys in plan.waiting:
-                    pk = factory.partition_key(pdef, keys)
-                    report.failed += [(_label(a, pk), "an upstream partition is not materialized") for a in unit.names]
-                report.failed += [(error.split(":", 1)[0], error) for error in plan.errors]
-                if plan.fresh:
-                    report.skipped += [_label(a, factory.partition_key(pdef, k)) for k in plan.fresh for a in unit.names]
-                    progress(f"wave {i}/{len(waves)}: {'+'.join(unit.names)}: {len(plan.fresh)} partition(s) unchanged")
-            pieces = sorted([p for w in works for p in w.split(workers)], key=_cost)
-            if not pieces:
+    finished: set[int] = set()
+    running: dict[int, int] = {}  # unit -> runs in flight
+    in_flight: dict[Future, tuple[int, planning.Work]] = {}
+
+    def start_ready() -> None:
+        for i, unit in enumerate(all_units):
+            if i in finished or i in running or not unit.needs <= finished:
                 continue
-            progress(f"wave {i}/{len(waves)}: {len(pieces)} run(s) for "
-                     f"{sum(p.size * len(p.assets) for p in pieces)} stale (asset, partition) pair(s)")
-            if pool is None:
-                results = ((p, run_work(p, instance)) for p in pieces)
-            else:
-                futures = {pool.submit(_worker_run, p): p for p in pieces}
-                results = ((futures[f], f.result()) for f in as_completed(futures))
-            for piece, part in results:
-                done += 1
+            scope = study.scope(profile)  # fresh: the rows earlier units wrote (a study's inputs) are read anew
+            plan = planning.plan_unit(unit, scope, selection, planning.dynamic_order(instance, profile))
+            pdef = factory.partitions_def(profile, unit.partitioning)
+            for asset, keys in plan.waiting_assets:
+                report.failed.append((_label(asset, factory.partition_key(pdef, keys)),
+                                      "an upstream partition is not materialized"))
+            report.failed.extend((error.split(":", 1)[0], error) for error in plan.errors)
+            report.skipped.extend(_label(a, factory.partition_key(pdef, k)) for k in plan.fresh for a in unit.names)
+            pieces = sorted([p for w in plan.work for p in w.split(workers)], key=_cost)
+            progress(f"{'+'.join(unit.names)}: " + (f"{len(plan.fresh)} partition(s) unchanged" if plan.fresh else "")
+                     + (", " if plan.fresh and pieces else "") + (f"{len(pieces)} run(s)" if pieces else ""))
+            if not pieces:
+                finished.add(i)
+                continue
+            running[i] = len(pieces)
+            for piece in pieces:
+                future: Future = Future()
+                if pool is not None:
+                    future = pool.submit(_worker_run, piece)
+                else:
+                    future.set_result(run_work(piece, instance))
+                in_flight[future] = (i, piece)
+
+    try:
+        start_ready()
+        while in_flight:
+            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for future in done:
+                i, piece = in_flight.pop(future)
+                part = future.result()
+                done_runs += 1
                 report.add(part)
-                progress(f"[run {done}] {piece.label}: {len(part.computed)} computed, {len(part.skipped)} skipped, "
+                progress(f"[run {done_runs}] {piece.label}: {len(part.computed)} computed, {len(part.skipped)} skipped, "
                          f"{len(part.failed)} failed ({part.seconds:.1f}s)")
                 for label, error in part.failed[:3]:
                     progress(f"    FAILED {label}: {error}")
+                running[i] -= 1
+                if not running[i]:
+                    del running[i]
+                    finished.add(i)
+            start_ready()  # what the finished units unblocked (in this process: runs there and then)
     finally:
         if pool is not None:
             pool.shutdown()
-        elif budget_env is None:
+        elif threads_env is None:
             os.environ.pop("SIMASSETS_TORCH_THREADS", None)
     report.seconds = time.perf_counter() - start
     return report
@@ -230,9 +246,9 @@ def sync(instance: dg.DagsterInstance, study=None) -> dict[str, list[str]]:
 
 
 def plan_summary(profile: str, selection: planning.Selection) -> list[str]:
-    """The units of the plan, by wave (for the CLI's opening line)."""
+    """The units of the plan (for the CLI's opening line)."""
     repository()
-    return [" + ".join("+".join(u.names) for u in wave) for wave in planning.units(selection)]
+    return ["+".join(u.names) for u in planning.units(selection)]
 
 
 def selection_for(study: str | None = None, models: Sequence[str] | None = None, skip: Sequence[str] = (),

@@ -122,9 +122,14 @@ class Scope:
                                    f"refused, so that no row of another profile is written into {self.profile!r}")
 
     def upstream(self, table: str, keys: Keys, profile_free: bool = False) -> str:
-        """The stored fingerprint of an upstream partition; :class:`NotMaterialized` if there is none."""
+        """The stored fingerprint of an upstream partition; :class:`NotMaterialized` if there is none (or, while a
+        planner collects what is missing in ``memo["missing"]``, a placeholder, the table noted there)."""
         fp = self.warehouse.fingerprint(table, None if profile_free else self.profile, keys)
         if fp is None:
+            missing = self.memo.get("missing")
+            if missing is not None:
+                missing.add(table)
+                return f"<missing {table}>"
             raise NotMaterialized(f"upstream {table} {dict(keys)} (profile {self.profile}) is not materialized yet")
         return fp
 
@@ -248,16 +253,3 @@ class Computation:
         if not all(s is not None and s.fingerprint == fp for s in stored):
             return False
         return not self.figures or all(Path(p).exists() for p in stored[0].info.get("plots", []))
-
-
-def stale_from(computations: list[Computation], scope: Scope, keys: Keys) -> list[Computation] | None:
-    """Of a chain of computations sharing ``keys`` (each reading the one before), those from the first stale one
-    on; ``[]`` when all are fresh, None when the first one's upstream is not stored yet."""
-    for i, comp in enumerate(computations):
-        try:
-            fp = comp.fingerprint(scope, keys)
-        except NotMaterialized:
-            return None if i == 0 else computations[i:]
-        if not comp.is_fresh(scope, keys, fp):
-            return computations[i:]
-    return []

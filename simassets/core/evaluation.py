@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from importlib.metadata import version
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +71,21 @@ class EvalResult:
 
 
 class InputNLLCapture:
-    """The per-token NLL of every row lm-eval scores, kept so that an example's *input* NLL comes from the
-    evaluation's own forward pass (no second pass for input perplexity).
+    """The NLL of every context lm-eval scores, kept so that an example's *input* NLL comes from the evaluation's
+    own forward pass (no second pass for input perplexity).
 
-    A causal row is ``(context_enc + continuation_enc)[:-1]``, right-padded, run without an attention mask;
-    the logits at position t depend only on tokens <= t, so the context's token NLLs are read off any row
-    that starts with the context's encoding.
+    The shared-prefix scorer (:class:`simassets.core.scoring`) records each whole context's NLL directly. Plain
+    scoring rows are ``(context_enc + continuation_enc)[:-1]``, right-padded, run without an attention mask; the
+    logits at position t depend only on tokens <= t, so a context's token NLLs are read off any row that starts
+    with the context's encoding.
     """
 
     def __init__(self) -> None:
         self.rows: list[tuple[tuple[int, ...], Any]] = []  # (token ids, cumulative NLL of tokens 1..)
+        self.contexts: dict[tuple[int, ...], tuple[float, int]] = {}
+
+    def record(self, context_enc: Sequence[int], nll: float, n: int) -> None:
+        self.contexts[tuple(context_enc)] = (nll, n)
 
     def add(self, inps, logits) -> None:
         import torch
@@ -91,42 +97,74 @@ class InputNLLCapture:
         self.rows += [(tuple(r), c) for r, c in zip(inps.tolist(), cum)]
 
     def context_nll(self, context_enc: list[int]) -> tuple[float, int] | None:
-        """(sum of NLL, tokens scored) over ``context_enc[1:]``, each token given its prefix; None when
-        no scored row starts with the context (it was truncated from the left)."""
+        """(sum of NLL, tokens scored) over ``context_enc[1:]``, each token given its prefix; None when the
+        context was never scored whole (it was truncated from the left)."""
         n, key = len(context_enc), tuple(context_enc)
+        if key in self.contexts:
+            return self.contexts[key]
         for row, cum in self.rows:
             if len(row) >= n and row[:n] == key:
                 return (float(cum[n - 2]) if n >= 2 else 0.0), n - 1
         return None
 
 
+MODEL_NAME = "simassets-hf"  # the lm-eval model name of the shared-prefix scorer (`lm_eval --model simassets-hf`)
 _SCORING_LM: type | None = None
 
 
-def _scoring_lm_class() -> type:
-    """lm-eval's ``HFLM`` whose model call also feeds an :class:`InputNLLCapture` (built on first use:
-    importing lm-eval is slow)."""
+def scoring_lm_class() -> type:
+    """lm-eval's ``HFLM`` with the log-likelihood path of :mod:`simassets.core.scoring` (each shared prefix run
+    once), registered with lm-eval as ``simassets-hf``: results, greedy flags and logged samples are lm-eval's own.
+    Built on first use (importing lm-eval is slow)."""
     global _SCORING_LM
     if _SCORING_LM is None:
+        from lm_eval.api.registry import register_model
         from lm_eval.models.huggingface import HFLM
 
-        class ScoringHFLM(HFLM):
+        from simassets.core.scoring import DEFAULT_TOKEN_BUDGET, score
+
+        @register_model(MODEL_NAME)
+        class SharedPrefixHFLM(HFLM):
+            """``HFLM`` whose log-likelihoods run each shared prefix once (``token_budget``: tokens per pass)."""
+
             input_capture: InputNLLCapture | None = None
 
-            def _model_call(self, inps, attn_mask=None, labels=None):
-                logits = super()._model_call(inps, attn_mask=attn_mask, labels=labels)
-                if self.input_capture is not None and attn_mask is None and labels is None:
-                    self.input_capture.add(inps, logits)
-                return logits
+            def __init__(self, *args, token_budget: int | None = None, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.token_budget = int(token_budget or DEFAULT_TOKEN_BUDGET.get(self.device.type, DEFAULT_TOKEN_BUDGET["cpu"]))
+                self.scoring_stats = None
 
-        _SCORING_LM = ScoringHFLM
+            def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+                if self.backend != "causal":
+                    return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+                from simassets.core.scoring import ScoringStats
+
+                capture = self.input_capture
+                self.scoring_stats = stats = ScoringStats()
+                pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+                scored = score(self.model, [(ctx, cont) for _, ctx, cont in requests], self.max_length,
+                               token_budget=self.token_budget, context_nll=capture is not None, pad_id=pad, stats=stats)
+                out = []
+                for (req_str, ctx, _), s in zip(requests, scored, strict=True):
+                    if capture is not None and s.context_nll is not None:
+                        capture.record(ctx, *s.context_nll)
+                    answer = (s.loglik, s.greedy)
+                    if req_str is not None:
+                        self.cache_hook.add_partial("loglikelihood", req_str, answer)
+                    out.append(answer)
+                return out
+
+        _SCORING_LM = SharedPrefixHFLM
     return _SCORING_LM
 
 
-def make_lm(model, tokenizer, batch_size: int = 8, max_length: int = 2048):
-    """Wrap an already-loaded transformers causal LM (and its tokenizer) as an lm-eval ``HFLM`` that also
-    records the input NLL of every example it scores (see :class:`InputNLLCapture`)."""
-    return _scoring_lm_class()(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+def make_lm(model, tokenizer, batch_size: int = 8, max_length: int = 2048, token_budget: int | None = None):
+    """Wrap an already-loaded transformers causal LM (and its tokenizer) as the shared-prefix lm-eval model, which
+    also records the input NLL of every example it scores (see :class:`InputNLLCapture`). Passes are cut by a
+    token budget (``scoring.DEFAULT_TOKEN_BUDGET`` for the model's device), not by ``batch_size``, which only
+    lm-eval's own code paths (generation) use."""
+    return scoring_lm_class()(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
+                              token_budget=token_budget)
 
 
 def context_encoding(lm, context: str, continuation: str) -> list[int]:
@@ -249,8 +287,9 @@ class _DocIds(list):
 
 
 def evaluate_benchmark(lm, spec: BenchmarkSpec, data_root: Path, limit: int | None, seed: int,
-                       num_fewshot: int = 0) -> EvalResult:
-    """Evaluate ``lm`` (an lm-eval LM, e.g. from :func:`make_lm`) on the seeded doc subset."""
+                       num_fewshot: int = 0, input_nll: bool = True) -> EvalResult:
+    """Evaluate ``lm`` (an lm-eval LM, e.g. from :func:`make_lm`) on the seeded doc subset; ``input_nll=False``
+    leaves each example's input NLL out (NaN), for a plain evaluation."""
     import random
 
     import numpy as np
@@ -267,7 +306,7 @@ def evaluate_benchmark(lm, spec: BenchmarkSpec, data_root: Path, limit: int | No
     set_torch_seed(seed)
     name = task.config.task
     all_docs = len(ids) == len(task.eval_docs)
-    capture = InputNLLCapture() if hasattr(lm, "input_capture") else None  # a plain HFLM has no capture
+    capture = InputNLLCapture() if input_nll and hasattr(lm, "input_capture") else None  # a plain HFLM has none
     if capture is not None:
         lm.input_capture = capture
     try:
@@ -283,7 +322,7 @@ def evaluate_benchmark(lm, spec: BenchmarkSpec, data_root: Path, limit: int | No
     for ex, s in zip(rendered, samples, strict=True):
         _check_logged(spec, ex, s["arguments"], task)
     examples = [_example(lm, task, ex, s) for ex, s in zip(rendered, samples, strict=True)]
-    examples, input_fallback = _with_input_nll(lm, examples, capture)
+    examples, input_fallback = _with_input_nll(lm, examples, capture) if input_nll else (examples, 0)
     score = _score(spec, out["results"][name], examples, rendered)
     params = {
         "lm_eval_version": version("lm_eval"), "task": name, "output_type": task.OUTPUT_TYPE,

@@ -443,6 +443,18 @@ def dequantized_dir(gguf_file: Path, fingerprint_: str) -> tuple[Path, bool]:
     target = paths.cache_dir() / "models" / fingerprint_
     if (target / _CACHE_MARKER).is_file():
         return target, True
+    import fcntl
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # one process de-quantizes, the others wait for it (two would only share the cores and write the same files)
+    with open(target.parent / f".{fingerprint_[:16]}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / _CACHE_MARKER).is_file():
+            return target, True
+        return _dequantize(gguf_file, fingerprint_, target), False
+
+
+def _dequantize(gguf_file: Path, fingerprint_: str, target: Path) -> Path:
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -458,7 +470,6 @@ def dequantized_dir(gguf_file: Path, fingerprint_: str) -> tuple[Path, bool]:
             f"{gguf_file}: transformers {transformers.__version__} cannot load this GGUF "
             f"(general.architecture = {gguf_architecture(gguf_file)!r}): {type(exc).__name__}: {exc}"
         ) from exc
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{fingerprint_[:16]}."))
     try:
         model.save_pretrained(tmp)
@@ -470,7 +481,7 @@ def dequantized_dir(gguf_file: Path, fingerprint_: str) -> tuple[Path, bool]:
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target, False
+    return target
 
 
 # ---------------------------------------------------------------- loading

@@ -52,16 +52,15 @@ def sync_requests(context, study: StudyResource, profile: str, trigger: str, key
     order = planning.dynamic_order(context.instance, profile)
     busy = planning.in_flight(context.instance, profile)
     requests, errors, waiting = [], [], 0
-    for wave in planning.units(selection):
-        for unit in wave:
-            if partitioning is not ... and unit.partitioning != partitioning:
-                continue
-            plan = planning.plan_unit(unit, scope, selection, order, exclude=busy)
-            errors += plan.errors
-            waiting += len(plan.waiting)
-            for work in plan.work:
-                for piece in work.split(_pieces(work)):
-                    requests.append(planning.run_request(piece, key_prefix, **{TRIGGER_TAG: trigger}))
+    for unit in planning.units(selection):
+        if partitioning is not ... and unit.partitioning != partitioning:
+            continue
+        plan = planning.plan_unit(unit, scope, selection, order, exclude=busy)
+        errors += plan.errors
+        waiting += len(plan.waiting)
+        for work in plan.work:
+            for piece in work.split(_pieces(work)):
+                requests.append(planning.run_request(piece, key_prefix, **{TRIGGER_TAG: trigger}))
     return requests, errors, waiting
 
 

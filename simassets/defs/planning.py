@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from simassets.core.computation import DIMENSIONS, Computation, NotMaterialized, Scope
+from simassets.core.computation import DIMENSIONS, Computation, Scope
 from simassets.core.hashing import fingerprint
 from simassets.defs import factory
 
@@ -83,43 +83,52 @@ def topological(computations: Iterable[Computation]) -> list[Computation]:
 # --------------------------------------------------------------------------- units
 @dataclass(frozen=True)
 class Unit:
-    """The assets of one partitioning, run together (in topological order) over a range of partitions."""
+    """The assets of one partitioning, run together (in topological order) over a range of partitions once the
+    units they read are done: ``needs`` holds the indices (in :func:`units`) of those units."""
 
     partitioning: str | None
     computations: tuple[Computation, ...]
+    needs: frozenset[int] = frozenset()
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.computations)
 
 
-def units(selection: Selection) -> list[list[Unit]]:
-    """The selected computations as units, in waves: a unit's upstream units are all in earlier waves."""
+def units(selection: Selection) -> list[Unit]:
+    """The selected computations grouped into units -- all assets of one partitioning, run together in one run per
+    range (a model loads once for its evaluation and its model-based measures) -- in an order where every unit comes
+    after the units it needs. A unit starts as soon as those are done (not when a whole level is)."""
     comps = selection.computations()
-    by_part: dict[str | None, list[Computation]] = {}
+    parts = list(dict.fromkeys(c.partitioning for c in comps))
+    part_of = {c.name: c.partitioning for c in comps}
+    needs: dict[str | None, set] = {p: set() for p in parts}
     for c in comps:
-        by_part.setdefault(c.partitioning, []).append(c)
-    unit_of = {c.name: p for p, cs in by_part.items() for c in cs}
-    for c in comps:
-        inside = [u for u in c.upstream if unit_of.get(u.asset, object()) == c.partitioning and u.mapping == "all"]
-        if inside:
-            raise ValueError(f"{c.name} reads all partitions of {inside[0].asset}, which runs in its own unit")
-    level: dict[str | None, int] = {}
-    pending = dict(by_part)
-    while pending:
-        progressed = False
-        for part, cs in list(pending.items()):
-            ups = {unit_of[u.asset] for c in cs for u in c.upstream if u.asset in unit_of} - {part}
-            if all(u in level for u in ups):
-                level[part] = max((level[u] + 1 for u in ups), default=0)
-                del pending[part]
-                progressed = True
-        if not progressed:
-            raise ValueError(f"units depend on each other in a cycle: {sorted(map(str, pending))}")
-    waves: list[list[Unit]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
-    for part, cs in by_part.items():
-        waves[level[part]].append(Unit(part, tuple(cs)))
-    return waves
+        for u in c.upstream:
+            if u.asset in part_of and part_of[u.asset] != c.partitioning:
+                needs[c.partitioning].add(part_of[u.asset])
+            elif u.asset in part_of and u.mapping == "all":
+                raise ValueError(f"{c.name} reads all partitions of {u.asset}, which runs in its own unit")
+    order: list[str | None] = []
+    while len(order) < len(parts):
+        ready = [p for p in parts if p not in order and needs[p] <= set(order)]
+        if not ready:
+            raise ValueError(f"units depend on each other in a cycle: {sorted(map(str, set(parts) - set(order)))}")
+        order += ready
+    index = {p: i for i, p in enumerate(order)}
+    return [Unit(p, tuple(c for c in comps if c.partitioning == p), frozenset(index[n] for n in needs[p]))
+            for p in order]
+
+
+def waves(all_units: Sequence[Unit]) -> list[list[int]]:
+    """Unit indices by depth (for display: a unit starts as soon as its own needs are done)."""
+    depth: dict[int, int] = {}
+    for i, u in enumerate(all_units):
+        depth[i] = max((depth[n] + 1 for n in u.needs), default=0)
+    out: list[list[int]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for i, d in depth.items():
+        out[d].append(i)
+    return out
 
 
 # --------------------------------------------------------------------------- work
@@ -243,19 +252,46 @@ def rectangles(keys: Sequence[Mapping[str, str]], dims: Sequence[str],
 
 @dataclass
 class UnitPlan:
-    """A unit's partitions: stale ones as work, those waiting on an upstream, errors."""
+    """A unit's partitions: stale ones as work, those waiting on an upstream (all of the unit's stale assets, or
+    some), errors, fresh ones."""
 
     work: list[Work] = field(default_factory=list)
     waiting: list[dict[str, str]] = field(default_factory=list)
+    waiting_assets: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     fresh: list[dict[str, str]] = field(default_factory=list)
 
 
+def stale_assets(unit: Unit, scope: Scope, keys: Mapping[str, str]) -> tuple[list[str], list[str], str]:
+    """(stale, waiting) assets of the unit at one partition. An asset is stale when its fingerprint differs from the
+    stored one, or an asset it reads in the unit is stale; it waits when an upstream partition it reads is missing
+    and no stale asset of the unit writes it. The third value is the first stale asset's fingerprint."""
+    stale: list[str] = []
+    waiting: list[str] = []
+    first = ""
+    for comp in unit.computations:
+        ups = {u.asset for u in comp.upstream}
+        if ups & set(waiting):
+            waiting.append(comp.name)
+            continue
+        scope.memo["missing"] = set()
+        try:
+            fp = comp.fingerprint(scope, keys)
+        finally:
+            missing = scope.memo.pop("missing")
+        if missing:
+            produced = {t for name in stale for t in factory.COMPUTATIONS[name].writes}
+            (stale if missing <= produced else waiting).append(comp.name)
+        elif ups & set(stale) or not comp.is_fresh(scope, keys, fp):
+            first = first or fp
+            stale.append(comp.name)
+    return stale, waiting, first
+
+
 def plan_unit(unit: Unit, scope: Scope, selection: Selection, order: Mapping[str, Sequence[str]],
               exclude: Iterable[tuple[str, str | None]] = ()) -> UnitPlan:
-    """Which partitions of ``unit`` need a run now: per partition the unit's assets that are stale (an asset whose
-    in-unit upstream is stale is stale too), grouped into work by identical asset sets. ``exclude`` holds
-    (asset, partition key) pairs already covered by runs in flight."""
+    """Which partitions of ``unit`` need a run now (:func:`stale_assets` per partition), grouped into work by
+    identical asset sets. ``exclude`` holds (asset, partition key) pairs already covered by runs in flight."""
     dims = DIMENSIONS[unit.partitioning]
     keys = [dict(zip(dims, combo)) for combo in itertools.product(*(selection.values(scope, d) for d in dims))]
     pdef = factory.partitions_def(scope.profile, unit.partitioning)
@@ -263,31 +299,17 @@ def plan_unit(unit: Unit, scope: Scope, selection: Selection, order: Mapping[str
     out, by_assets = UnitPlan(), {}
     for keys_ in keys:
         pk = factory.partition_key(pdef, keys_)
-        stale: list[str] = []
-        fps: list[str] = []
         try:
-            for comp in unit.computations:
-                inside = {u.asset for u in comp.upstream} & set(stale)
-                try:
-                    fp = comp.fingerprint(scope, keys_)
-                except NotMaterialized:
-                    if not inside:
-                        raise
-                    fp = ""
-                if inside or not comp.is_fresh(scope, keys_, fp):
-                    stale.append(comp.name)
-                    fps.append(fp)
-        except NotMaterialized:
-            out.waiting.append(keys_)
-            continue
+            stale, waiting, fp = stale_assets(unit, scope, keys_)
         except Exception as exc:  # a broken catalog entry or model: report it, plan the rest
             out.errors.append(f"{'+'.join(unit.names)} {keys_}: {type(exc).__name__}: {exc}")
             continue
+        out.waiting_assets += [(a, keys_) for a in waiting]
         stale = [a for a in stale if (a, pk) not in excluded]
         if not stale:
-            out.fresh.append(keys_)
+            (out.waiting if waiting else out.fresh).append(keys_)
             continue
-        by_assets.setdefault(tuple(stale), []).append((keys_, fps))
+        by_assets.setdefault(tuple(stale), []).append((keys_, fp))
     for assets, items in by_assets.items():
         for rect in rectangles([k for k, _ in items], dims, order):
             covered = {tuple(sorted(k.items())) for k in Work(scope.profile, unit.partitioning, assets, rect).keys}

@@ -1,0 +1,116 @@
+"""Shared-prefix scoring: lm-eval's own answers and log-likelihoods from fewer forward tokens.
+
+Checked against a plain forward pass per request (what lm-eval's ``HFLM`` computes) on random token requests shaped
+like the three task formats -- multiple choice (one context, several continuations), schema (several contexts
+sharing a prefix, one continuation), language modelling (nothing shared) -- with contexts cut from the left by the
+window; and end to end against lm-eval's plain ``HFLM`` on real benchmarks of each format.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from simassets.core import paths
+from simassets.core.scoring import ScoringStats, group_requests, score
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+
+
+def _plain(model, ctx, cont, max_length):
+    """lm-eval's computation for one request: the window cut from the left, log-softmax of a full forward pass."""
+    import torch
+
+    x = (list(ctx) + list(cont))[-(max_length + 1):]
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(torch.tensor([x[:-1]])).logits[0].float(), dim=-1)
+    positions = range(len(x) - len(cont) - 1, len(x) - 1)
+    loglik = sum(float(logprobs[t, x[t + 1]]) for t in positions)
+    greedy = all(int(logprobs[t].argmax()) == x[t + 1] for t in positions)
+    ctx_nll = -sum(float(logprobs[t, x[t + 1]]) for t in range(len(ctx) - 1)) if len(x) - len(cont) == len(ctx) else None
+    return loglik, greedy, ctx_nll
+
+
+def _requests(vocab: int, seed: int = 0):
+    rng = random.Random(seed)
+    tok = lambda n: [rng.randrange(vocab) for _ in range(n)]  # noqa: E731
+    mc_ctx = tok(30)
+    mc = [(mc_ctx, tok(rng.randint(1, 6))) for _ in range(4)]
+    mc.append((mc_ctx, mc[0][1][:1]))  # one-token continuation: scored from the prefix pass alone
+    stem, rest = tok(20), tok(6)
+    schema = [(stem + tok(rng.randint(1, 4)), rest) for _ in range(3)]
+    lm = [(tok(rng.randint(5, 25)), tok(rng.randint(1, 4))) for _ in range(4)]
+    long_ctx = tok(90)  # longer than the window: cut from the left, differently for each continuation length
+    cut = [(long_ctx, tok(3)), (long_ctx, tok(5)), (long_ctx, tok(1))]
+    return mc + schema + lm + cut
+
+
+@pytest.mark.parametrize("budget", [64, 100_000])  # many small passes, or all requests in one batch
+def test_shared_prefix_scoring_equals_one_plain_pass_per_request(model, budget):
+    reqs = _requests(model.config.vocab_size)
+    stats = ScoringStats()
+    scored = score(model, reqs, max_length=48, token_budget=budget, context_nll=True, stats=stats)
+    for (ctx, cont), s in zip(reqs, scored, strict=True):
+        loglik, greedy, ctx_nll = _plain(model, ctx, cont, 48)
+        assert s.loglik == pytest.approx(loglik, abs=1e-4) and s.greedy == greedy
+        if ctx_nll is None or len(ctx) < 2:
+            assert s.context_nll is None
+        else:
+            assert s.context_nll[0] == pytest.approx(ctx_nll, abs=1e-4) and s.context_nll[1] == len(ctx) - 1
+    assert stats.forwarded < stats.plain  # the shared prefixes ran once
+
+
+def test_grouping_shares_a_multiple_choice_context_and_a_schema_stem_but_never_a_cut_window():
+    from simassets.core.scoring import _Item
+
+    def item(i, ctx, cont, max_length=48):
+        x = (ctx + cont)[-(max_length + 1):]
+        return _Item(i, x, len(cont), len(x) - len(cont), len(x) - len(cont) == len(ctx))
+
+    ctx = list(range(100, 130))
+    items = [item(0, ctx, [1, 2]), item(1, ctx, [3]), item(2, list(range(200, 220)) + [5], [9, 9]),
+             item(3, list(range(200, 220)) + [6, 7], [9, 9]), item(4, [7, 7, 7], [1])]
+    groups = {tuple(sorted(g.members)): g for g in group_requests(items)}
+    assert set(groups) == {(0, 1), (2, 3), (4,)}
+    assert groups[(0, 1)].shared == 30  # the whole context
+    assert groups[(2, 3)].shared == 20  # the schema stem before the options differ
+    assert groups[(4,)].shared == len(items[4].fed)  # alone: one plain pass
+
+
+def test_the_scorer_is_lm_evals_model_and_agrees_with_plain_hflm_on_every_format(tiny_model_dir):
+    """End to end through lm-eval: ``simassets-hf`` (a registered ``HFLM`` subclass) chooses the same answer as
+    plain ``HFLM`` for every example, every log-likelihood within 1e-4, with a window short enough that long
+    contexts are cut from the left."""
+    from lm_eval.api.registry import get_model
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM
+
+    from simassets.core.catalog import BenchmarkSpec
+    from simassets.core.evaluation import MODEL_NAME, evaluate_benchmark, make_lm
+    from simassets.core.testing import gpt2_tokenizer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), gpt2_tokenizer()
+    shared = make_lm(model, tok, batch_size=4, max_length=64)
+    assert get_model(MODEL_NAME) is type(shared) and isinstance(shared, HFLM)
+    plain = HFLM(pretrained=model, tokenizer=tok, batch_size=4, max_length=64)
+    for name, fmt in (("arc_easy", "mc"), ("winogrande", "schema"), ("lambada_openai", "lm"), ("hellaswag", "mc")):
+        spec = BenchmarkSpec(name=name, kind="gauntlet", category="language_understanding", language="en",
+                             path=f"benchmarks/gauntlet/{name}.jsonl", format=fmt)
+        a = evaluate_benchmark(shared, spec, paths.data_root(), limit=8, seed=3)
+        b = evaluate_benchmark(plain, spec, paths.data_root(), limit=8, seed=3)
+        assert [e.chosen for e in a.examples] == [e.chosen for e in b.examples], name
+        assert [e.correct for e in a.examples] == [e.correct for e in b.examples], name
+        for ea, eb in zip(a.examples, b.examples, strict=True):
+            # 1e-4, or float32's own resolution for the random model's long sums (-520 nats: 1 ulp = 6e-5)
+            assert ea.choice_logliks == pytest.approx(eb.choice_logliks, abs=1e-4, rel=1e-6), name
+        assert (a.score.acc, a.score.acc_norm) == (b.score.acc, b.score.acc_norm)
+        if name == "hellaswag":  # long contexts: some were cut by the 64-token window
+            assert any(len(tok(e.input_text)["input_ids"]) > 64 for e in a.examples)
