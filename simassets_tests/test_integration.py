@@ -29,11 +29,11 @@ def test_whole_graph_materializes_and_reruns_skip(tiny_study, capsys):
     assert counts["benchmark_examples"] == 30  # 3 benchmarks x 10 examples
     assert counts["benchmark_scores"] == 3
     assert counts["example_results"] == 30
-    # per (corpus, benchmark): 4 embedding + 7 text + 1 task2vec measures; per (model, benchmark): 2
-    # perplexities and unigram KL/JS against each corpus; per (model, corpus): corpus perplexity
-    assert counts["dataset_similarity"] == 6 * (4 + 7 + 1) + 3 * (2 + 2 * 2) + 2
-    # per example: 2 embedding + 5 text measures per corpus, 2 perplexities per model
-    assert counts["example_similarity"] == 30 * (2 * (2 + 5) + 2)
+    # per (corpus, benchmark): 4 embedding + 7 text + 1 task2vec + 1 word coverage measures; per (model, benchmark):
+    # 2 perplexities and unigram KL/JS against each corpus; per (model, corpus): corpus perplexity
+    assert counts["dataset_similarity"] == 6 * (4 + 7 + 1 + 1) + 3 * (2 + 2 * 2) + 2
+    # per example: 2 embedding + 5 text + 1 word coverage measures per corpus, 2 perplexities per model
+    assert counts["example_similarity"] == 30 * (2 * (2 + 5 + 1) + 2)
     families = _sql(capsys, """select family, count(distinct name) n from measures m
                                join (select distinct measure from dataset_similarity union
                                      select distinct measure from example_similarity) d on d.measure = m.name
@@ -59,8 +59,8 @@ def test_whole_graph_materializes_and_reruns_skip(tiny_study, capsys):
     assert cli.main(["run", "--profile", "quick"]) == 0
     out = capsys.readouterr().out
     assert "(0 runs): 0 computed," in out, out
-    waves = [line for line in out.splitlines() if line.startswith("wave ")]
-    assert waves and all("unchanged" in line for line in waves), out
+    units = [line for line in out.splitlines() if "partition(s) unchanged" in line]
+    assert len(units) >= 6 and all("run(s)" not in line for line in units), out
     assert not [line for line in out.splitlines() if line.startswith("[run")], out
 
 
