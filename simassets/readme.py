@@ -27,7 +27,7 @@ def tables_md() -> str:
 
 def measures_md() -> str:
     out = ["| measure | family | level | direction | formula | parameters |", "|---|---|---|---|---|---|"]
-    for m in registry.MEASURES.values():
+    for m in registry.ordered():
         direction = "higher = more similar" if m.direction > 0 else "higher = less similar"
         params = ", ".join(f"{k}={v}" for k, v in m.params.items()).replace("|", "\\|")
         formula = m.formula.replace("|", "\\|")

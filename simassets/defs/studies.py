@@ -146,7 +146,7 @@ def measure_rows() -> pd.DataFrame:
     return pd.DataFrame([
         {"name": m.name, "family": m.family, "level": level, "direction": m.direction, "needs_model": m.needs_model,
          "description": m.description, "formula": m.formula, "params": canonical_json(m.params)}
-        for m in registry.MEASURES.values() for level in m.levels
+        for m in registry.ordered() for level in m.levels
     ])
 
 
@@ -161,7 +161,7 @@ MEASURE_REGISTRY_STEP = Computation(
     description="The measure registry as a table: name, family, level, direction (+1 higher = more similar), "
                 "description, formula, parameters.",
     inputs=lambda scope, keys: {"rows": measure_rows().to_dict("records"),
-                                "ranges": {m.name: list(m.range) for m in registry.MEASURES.values()}},
+                                "ranges": {m.name: list(m.range) for m in registry.ordered()}},
     compute=_registry, profile_free=True)
 
 defs = dg.Definitions(assets=build(CORRELATIONS_STEP, MEASURE_AGREEMENT_STEP, PER_EXAMPLE_ANALYSIS_STEP,

@@ -113,6 +113,15 @@ def register_family(computation: Computation) -> Computation:
     return computation
 
 
+FAMILY_ORDER = ("embedding", "token", "compression", "overlap", "model", "task2vec")
+
+
+def ordered() -> list[MeasureSpec]:
+    """Every measure in a fixed order (by family, then name): registration order depends on which module was
+    imported first, so anything shown or fingerprinted iterates this instead."""
+    return sorted(MEASURES.values(), key=lambda m: (FAMILY_ORDER.index(m.family), m.name))
+
+
 def get(name: str) -> MeasureSpec:
     try:
         return MEASURES[name]
