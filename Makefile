@@ -36,8 +36,7 @@ check: setup
 	$(BIN)/dg check defs
 
 ui: setup
-	mkdir -p data/dagster_home
-	DAGSTER_HOME=$(CURDIR)/data/dagster_home $(BIN)/dg dev --host 127.0.0.1 --port 3000
+	$(BIN)/simassets ui --host 127.0.0.1 --port 3000
 
 bench: setup
 	$(BIN)/python benchmarks/embeddings.py

@@ -140,6 +140,32 @@ def _cmd_models(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_ui(args: argparse.Namespace) -> int:
+    """Prepare the instance (laptop-safe limits, every profile's partitions) and replace this process by ``dg dev``."""
+    import shutil
+
+    from simassets import runner
+    from simassets.core import budget, paths
+
+    instance = runner.get_instance()  # writes <home>/dagster_home/dagster.yaml for this machine
+    changes = runner.sync(instance)
+    home = os.environ["DAGSTER_HOME"]
+    print(f"Dagster instance {home}: {budget.max_concurrent_runs()} run(s) at once, torch threads per run "
+          f"{budget.torch_threads()}" + (f"; partitions synced: {', '.join(changes)}" if changes else ""))
+    print(f"UI on http://{args.host}:{args.port} -- each profile is a folder of assets (quick/, full/)")
+    dg = shutil.which("dg", path=os.path.dirname(sys.executable)) or shutil.which("dg")
+    if dg is None:
+        print("error: the `dg` command (dagster-dg-cli) is not installed in this environment", file=sys.stderr)
+        return 2
+    import signal
+
+    os.chdir(paths.REPO_ROOT)  # dg dev reads the project's pyproject.toml
+    for sig in (signal.SIGINT, signal.SIGTERM):  # started in the background, dg dev would otherwise ignore them
+        signal.signal(sig, signal.SIG_DFL)
+    os.execv(dg, [dg, "dev", "--host", args.host, "--port", str(args.port)])
+    return 0  # pragma: no cover - execv does not return
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="simassets", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -155,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=int(os.environ.get("SIMASSETS_WORKERS", "1")),
                      help="worker processes (default 1, or $SIMASSETS_WORKERS); torch threads are split between them")
     run.set_defaults(func=_cmd_run)
+
+    ui = sub.add_parser("ui", help="start the Dagster UI (dg dev) on this warehouse's instance")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=_cmd_ui)
 
     sql = sub.add_parser("sql", help="run a read-only SQL query against data/simassets.duckdb")
     sql.add_argument("query")

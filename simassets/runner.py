@@ -33,6 +33,9 @@ concurrency:
   pools:
     # steps of a pool at once across runs ("model": a loaded language model; "cpu_heavy": the embedder)
     default_limit: {runs}
+run_queue:
+  # a queued run starts within 2 s of a slot freeing (the default checks every 5 s)
+  dequeue_interval_seconds: 2
 run_monitoring:
   enabled: true
   poll_interval_seconds: 30
@@ -195,7 +198,7 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
                                       "an upstream partition is not materialized"))
             report.failed.extend((error.split(":", 1)[0], error) for error in plan.errors)
             report.skipped.extend(_label(a, factory.partition_key(pdef, k)) for k in plan.fresh for a in unit.names)
-            pieces = sorted([p for w in plan.work for p in w.split(workers)], key=_cost)
+            pieces = sorted([p for w in plan.work for p in w.split(workers, planning.weight_of(w, scope))], key=_cost)
             progress(f"{'+'.join(unit.names)}: " + (f"{len(plan.fresh)} partition(s) unchanged" if plan.fresh else "")
                      + (", " if plan.fresh and pieces else "") + (f"{len(pieces)} run(s)" if pieces else ""))
             if not pieces:

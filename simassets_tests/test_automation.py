@@ -405,10 +405,9 @@ def test_a_run_can_be_limited_to_one_study_and_skip_assets(tiny_study):
 
     def keys(selection):
         out = set()
-        for wave in planning.units(selection):
-            for unit in wave:
-                for dim in {d for c in unit.computations for d in c.dimensions}:
-                    out |= {(dim, v) for v in selection.values(scope, dim)}
+        for unit in planning.units(selection):
+            for dim in {d for c in unit.computations for d in c.dimensions}:
+                out |= {(dim, v) for v in selection.values(scope, dim)}
         return out
 
     full = runner.selection_for()

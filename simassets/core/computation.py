@@ -219,6 +219,8 @@ class Computation:
     retries: int = 0  # for transient faults (a model load); bad input is never retried
     refresh_after_upstream: bool = False  # re-materialized by its automation condition once upstream changed
     checks: tuple[str, ...] = ()
+    cost: Callable[[Scope, Keys], float] | None = None  # relative work of a partition (balances parallel runs)
+    partitions_per_run: int | None = None  # at most this many partitions in one run of a UI backfill
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.writes if t not in schema.TABLES]

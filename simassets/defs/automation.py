@@ -20,8 +20,10 @@ from simassets.core.computation import DIMENSIONS
 from simassets.defs import factory, planning
 from simassets.defs.resources import StudyResource
 
-SENSOR_INTERVAL_S = 15
-AUTOMATION_INTERVAL_S = 15
+# a registered model is seen within seconds; a tick is cheap when nothing changed (_signature), but each one is a
+# call into the code server, which competes with the runs for the cores: every 10 s, not every 5
+SENSOR_INTERVAL_S = 10
+AUTOMATION_INTERVAL_S = 10  # a study starts seconds after its inputs land
 DAILY_CRON = "0 4 * * *"
 TRIGGER_TAG = "simassets/trigger"
 RUNNING_BY_DEFAULT = ("quick",)
@@ -59,7 +61,7 @@ def sync_requests(context, study: StudyResource, profile: str, trigger: str, key
         errors += plan.errors
         waiting += len(plan.waiting)
         for work in plan.work:
-            for piece in work.split(_pieces(work)):
+            for piece in work.split(_pieces(work), planning.weight_of(work, scope)):
                 requests.append(planning.run_request(piece, key_prefix, **{TRIGGER_TAG: trigger}))
     return requests, errors, waiting
 
@@ -70,12 +72,36 @@ def _pieces(work: planning.Work) -> int:
     return max_concurrent_runs() if any(c.pool == "model" for c in comps) else 1
 
 
+def _signature(context, study: StudyResource) -> str:
+    """What a sync depends on, cheaply: the catalog and registry files, the data root's files (stat only) and the
+    runs (how many, and which are in flight: a run that starts or ends may change the plan; while runs are going
+    their partitions are excluded anyway). Unchanged: the last plan still holds."""
+    from simassets.core.hashing import fingerprint
+
+    def stat(p) -> list:
+        try:
+            st = p.stat()
+            return [str(p), st.st_size, st.st_mtime_ns]
+        except OSError:
+            return [str(p), None]
+
+    files = [study.catalog_path / "catalog.toml", study.catalog_path / "models.toml"]
+    data = sorted(p for p in study.data_root_path.rglob("*") if p.is_file()) if study.data_root_path.is_dir() else []
+    instance = context.instance
+    busy = sorted((r.run_id, r.status.value) for r in instance.get_runs(filters=dg.RunsFilter(
+        statuses=list(planning.IN_FLIGHT))))
+    return fingerprint([[stat(p) for p in files + data], instance.get_runs_count(), busy])
+
+
 def _sensor(profile: str, jobs: list) -> dg.SensorDefinition:
     @dg.sensor(name=f"catalog_sync_{profile}", minimum_interval_seconds=SENSOR_INTERVAL_S,
                default_status=_status(profile), jobs=jobs,
                description=f"Sync every profile's partitions with catalog.toml and models.toml; run what is new or "
                            f"stale in profile {profile}.")
     def _sync(context: dg.SensorEvaluationContext, study: StudyResource) -> dg.SensorResult:
+        signature = _signature(context, study)
+        if context.cursor == signature:
+            return dg.SensorResult(skip_reason=dg.SkipReason("nothing changed since the last tick"), cursor=signature)
         scopes = [study.scope(p) for p in factory.PROFILES]
         changes = planning.partition_changes(context.instance, scopes)
         partition_requests = []
@@ -91,11 +117,12 @@ def _sensor(profile: str, jobs: list) -> dg.SensorDefinition:
             context.log.warning(f"cannot plan {error}")
         summary = (f"{len(requests)} run(s) requested, {waiting} partition(s) waiting on upstream"
                    + (f", {len(errors)} error(s)" if errors else ""))
+        # the signature is taken before planning: anything that lands meanwhile makes the next tick plan again
         if not requests and not partition_requests:
-            return dg.SensorResult(skip_reason=dg.SkipReason(f"up to date: {summary}"))
+            return dg.SensorResult(skip_reason=dg.SkipReason(f"up to date: {summary}"), cursor=signature)
         context.log.info("; ".join([f"{n}: " + ", ".join([f"+{k}" for k in a] + [f"-{k}" for k in r])
                                     for n, (a, r) in changes.items()] + [summary]))
-        return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)
+        return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests, cursor=signature)
 
     return _sync
 

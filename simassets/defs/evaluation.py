@@ -68,12 +68,26 @@ def _evaluate(call: Call) -> Output:
         "scores": table_md(scores[["n", "acc", "acc_norm", "normalized_score"]])})
 
 
+def _cost(scope: Scope, keys) -> float:
+    """Characters the model reads for a benchmark (input once, each choice or the target): balances runs."""
+    key = ("eval_cost", keys["benchmark"])
+    if key not in scope.memo:
+        try:
+            ex = scope.read(BENCHMARK_EXAMPLES, {"benchmark": keys["benchmark"]})
+            choices = ex["choices"].map(lambda c: sum(len(x) for x in c) if c is not None and len(c) else 0)
+            scope.memo[key] = float((ex["input_text"].str.len() + choices.where(choices > 0, ex["target_text"].str.len()))
+                                    .sum())
+        except Exception:  # not stored yet: an average benchmark
+            scope.memo[key] = 1.0
+    return scope.memo[key]
+
+
 BENCHMARK_EVALUATION = Computation(
     name="benchmark_evaluation", group="evaluation", partitioning="model_x_benchmark",
     description="lm-eval accuracy of one model on one benchmark (acc, acc_norm, random-baseline-normalised score, "
                 "stderr, n) and per-example correctness with gold and chosen log-likelihoods.",
     writes=(EXAMPLE_RESULTS, BENCHMARK_SCORES), inputs=_inputs, compute=_evaluate,
     upstream=(Upstream("benchmark_examples"),), kinds=("pytorch", "parquet"), pool="model", code_version="2",
-    retries=2, checks=(SCORES_IN_UNIT,))
+    retries=2, checks=(SCORES_IN_UNIT,), cost=_cost)
 
 defs = dg.Definitions(assets=build(BENCHMARK_EVALUATION))

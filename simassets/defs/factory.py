@@ -179,8 +179,9 @@ def run_partition(comp: Computation, scope: Scope, keys: dict[str, str],
         info = stored.info if stored else {}
         extra = dict(info.get("metadata", {}))
     else:
-        if comp.pool == "model":
-            budget.apply_torch_threads()
+        if comp.pool in ("model", "cpu_heavy"):  # torch: processes x threads within the cores
+            threads = budget.apply_torch_threads()
+            log(f"{comp.name} {keys}: {threads} torch thread(s) in this process")
         out = comp.compute(Call(scope, keys, inputs, log, fp))
         missing = [t for t in comp.writes if t not in out.tables]
         if missing:
@@ -310,7 +311,8 @@ def build_asset(comp: Computation, profile: str) -> dg.AssetsDefinition:
             pool=comp.pool,
             retry_policy=dg.RetryPolicy(max_retries=comp.retries, delay=5) if comp.retries else None,
             automation_condition=REFRESH_AFTER_UPSTREAM if comp.refresh_after_upstream else None,
-            backfill_policy=dg.BackfillPolicy.multi_run(PARTITIONS_PER_RUN) if comp.partitioning else None,
+            backfill_policy=(dg.BackfillPolicy.multi_run(comp.partitions_per_run or PARTITIONS_PER_RUN)
+                             if comp.partitioning else None),
             check_specs=check_specs or None,
             tags={PROFILE_TAG: profile},
         )(_asset)

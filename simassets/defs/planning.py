@@ -190,8 +190,9 @@ class Work:
         parts = [vals[0] if len(vals) == 1 else f"{len(vals)} {plural.get(dim, dim + 's')}" for dim, vals in self.rectangle]
         return f"{self.profile}/{what}[{' x '.join(parts)}]"
 
-    def split(self, n: int) -> list[Work]:
-        """At most ``n`` pieces along the dimension with the most values (contiguous, nearly equal)."""
+    def split(self, n: int, weight=None) -> list[Work]:
+        """At most ``n`` contiguous pieces along the dimension with the most values, of nearly equal total
+        ``weight(keys)`` (default: equal counts)."""
         if n <= 1 or self.size <= 1:
             return [self]
         i = max(range(len(self.rectangle)), key=lambda j: len(self.rectangle[j][1]))
@@ -199,10 +200,26 @@ class Work:
         k = min(n, len(values))
         if k <= 1:
             return [self]
-        bounds = [round(j * len(values) / k) for j in range(k + 1)]
+        others = [dv for j, dv in enumerate(self.rectangle) if j != i]
+        w = [sum(weight({**dict(zip([d for d, _ in others], combo)), dim: v}) if weight else 1.0
+                 for combo in itertools.product(*(vals for _, vals in others))) for v in values]
+        total, bounds, acc = sum(w), [0], 0.0
+        for j, x in enumerate(w):
+            acc += x
+            if len(bounds) < k and acc >= total * len(bounds) / k and len(values) - (j + 1) >= k - len(bounds):
+                bounds.append(j + 1)
+        bounds.append(len(values))
         return [Work(self.profile, self.partitioning, self.assets,
                      self.rectangle[:i] + ((dim, values[a:b]),) + self.rectangle[i + 1:], self.input_fingerprint)
-                for a, b in zip(bounds, bounds[1:])]
+                for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def weight_of(work: Work, scope: Scope):
+    """The relative work of one partition of ``work`` (the sum of its assets' costs; 1 when none declares one)."""
+    costs = [factory.COMPUTATIONS[a].cost for a in work.assets if factory.COMPUTATIONS[a].cost]
+    if not costs:
+        return None
+    return lambda keys: sum(c(scope, keys) for c in costs)
 
 
 def _runs(values: Sequence[str], order: Sequence[str]) -> list[tuple[str, ...]]:

@@ -123,7 +123,8 @@ def _study_step(asset: str, description: str) -> Computation:
     return Computation(
         name=asset, group="studies", partitioning="study", description=description, writes=(KINDS[asset].table,),
         inputs=_study_inputs(asset), compute=_study_compute(asset), upstream=(*families, *scores),
-        kinds=("scipy", "parquet"), code_version=CODE_VERSION, figures=True, refresh_after_upstream=True)
+        kinds=("scipy", "parquet"), code_version=CODE_VERSION, figures=True, refresh_after_upstream=True,
+        partitions_per_run=2)  # two runs for the three default studies: the run queue runs them side by side
 
 
 CORRELATIONS_STEP = _study_step(
