@@ -22,7 +22,7 @@ from simassets.core.measures.registry import MeasureSpec, register, register_fam
 from simassets.core.schema import BENCHMARK_EXAMPLES, CORPUS_DOCUMENTS, DATASET_SIMILARITY, EXAMPLE_SIMILARITY
 from simassets.core.tasks import benchmark_text
 
-_VOCABULARIES: dict[str, frozenset[str]] = {}  # corpus content fingerprint -> word types (this process)
+_VOCABULARIES: dict[str, frozenset[str]] = {}  # corpus content fingerprint -> word types (this process, LRU of 8)
 
 
 def vocabulary(texts: Sequence[str]) -> frozenset[str]:
@@ -65,7 +65,8 @@ def _compute(call: Call) -> Output:
     bench = call.read(BENCHMARK_EXAMPLES, benchmark=call.keys["benchmark"])
     fp = call.inputs["corpus"]
     if fp not in _VOCABULARIES:  # a corpus meets every benchmark: its vocabulary is built once per process
-        _VOCABULARIES.clear()
+        if len(_VOCABULARIES) >= 8:
+            _VOCABULARIES.pop(next(iter(_VOCABULARIES)))
         _VOCABULARIES[fp] = vocabulary(call.read(CORPUS_DOCUMENTS, corpus=call.keys["corpus"])["text"].tolist())
     res = word_coverage(benchmark_text(bench), _VOCABULARIES[fp])
     params = canonical_json({"normalization": "lower-case; delete [^\\w\\s]+; split on whitespace",
