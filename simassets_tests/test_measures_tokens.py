@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,13 +67,17 @@ def test_unigram_measures_bootstrap_ci():
     out = unigram_measures(bench, corpus, vocab_size=12, eps=1e-3, n_boot=200, seed=7)
     counts_b = np.bincount(np.concatenate(bench), minlength=12)
     counts_c = np.bincount(np.concatenate(corpus), minlength=12)
-    assert out["kl"] == pytest.approx(kl_divergence(counts_b, counts_c, 1e-3))
+    assert out["kl_estimator"] == {"estimator": "interpolated", "lambda": 0.01}
+    assert out["kl"] == pytest.approx(kl_divergence(counts_b, counts_c, estimator="interpolated"))
     assert out["js"] == pytest.approx(js_divergence(counts_b, counts_c))
     assert out["kl_ci_low"] < out["kl"] < out["kl_ci_high"]
     assert out["kl_ci_high"] - out["kl_ci_low"] < 0.1
     assert (out["eps"], out["n_boot"], out["seed"], out["dim"]) == (1e-3, 200, 7, 12)
     again = unigram_measures(bench, corpus, vocab_size=12, eps=1e-3, n_boot=200, seed=7)
     assert (again["kl_ci_low"], again["kl_ci_high"]) == (out["kl_ci_low"], out["kl_ci_high"])
+    additive = unigram_measures(bench, corpus, vocab_size=12, eps=1e-3, n_boot=0, estimator="additive")
+    assert additive["kl"] == pytest.approx(kl_divergence(counts_b, counts_c, 1e-3))
+    assert additive["kl_estimator"] == {"estimator": "additive", "eps": 1e-3}
     c = token_doc_counts(corpus, 12)
     assert np.array_equal(bootstrap_kl(counts_b, c, n_boot=5, seed=3), bootstrap_kl(counts_b, c, n_boot=5, seed=3))
     assert not np.array_equal(bootstrap_kl(counts_b, c, n_boot=5, seed=3), bootstrap_kl(counts_b, c, n_boot=5, seed=4))
@@ -92,6 +97,46 @@ def test_unigram_kl_real_tokenizer_orders_corpora():
     far = unigram_measures(bench, c4, len(tok), n_boot=0)
     assert near["kl"] < far["kl"] and near["js"] < far["js"]
     assert math.isnan(near["kl_ci_low"])
+
+
+def test_interpolated_and_yauney_estimators_hand_computed():
+    p, q = np.array([3, 1, 0, 0]), np.array([0, 2, 5, 1])
+    # interpolated: P = p / 4; Q = 0.99 q / 8 + 0.01 / 4
+    P, Q = [0.75, 0.25, 0, 0], [0.99 * c / 8 + 0.0025 for c in (0, 2, 5, 1)]
+    hand = sum(a * math.log(a / b) for a, b in zip(P, Q) if a > 0)
+    assert kl_divergence(p, q, estimator="interpolated", lam=0.01) == pytest.approx(hand, rel=1e-12)
+    # Yauney et al.'s smooth(normalize(x)): x / sum(x), + 1e-8 everywhere, / sum again; KL = sum rel_entr(P, Q)
+    def smooth(x):
+        x = [v / sum(x) + 1e-8 for v in x]
+        return [v / sum(x) for v in x]
+
+    P, Q = smooth([3, 1, 0, 0]), smooth([0, 2, 5, 1])
+    hand = sum(a * math.log(a / b) for a, b in zip(P, Q))
+    assert kl_divergence(p, q, estimator="yauney") == pytest.approx(hand, rel=1e-12)
+    assert math.isfinite(kl_divergence(np.array([1, 0]), np.array([0, 1]), estimator="interpolated"))
+    with pytest.raises(ValueError, match="unknown KL estimator"):
+        kl_divergence(p, q, estimator="laplace")
+    with pytest.raises(ValueError, match="lambda"):
+        kl_divergence(p, q, estimator="interpolated", lam=1.5)
+
+
+def test_default_kl_settles_as_the_corpus_sample_grows():
+    """Fixed benchmarks against nested C4 samples of 200, 500, 1,000 and 1,480 documents (GPT-2 tokenizer, the
+    measures' text): the default estimator's successive changes shrink, and it moves less over the whole range
+    than the additive pseudo-count (whose unseen-token probability eps / N shrinks with N) or Yauney's."""
+    from simassets.core.testing import gpt2_tokenizer
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from kl_sample_size import kl_table
+
+    table = kl_table(["arc_easy", "hellaswag", "xcopa_sw", "xcopa_it"], gpt2_tokenizer(), limit=30)
+    uni = table[table["features"] == "unigram"]
+    for b, g in uni.groupby("benchmark"):
+        kl = {est: e.sort_values("docs")["kl"].to_numpy() for est, e in g.groupby("estimator")}
+        steps = np.abs(np.diff(kl["interpolated"]))
+        assert steps[2] < steps[1] < steps[0], (b, kl["interpolated"])
+        drift = {est: abs(v[0] - v[-1]) for est, v in kl.items()}
+        assert drift["interpolated"] < drift["additive"] and drift["interpolated"] < drift["yauney"], (b, drift)
 
 
 def test_wordpunct_tokenizer_tricky_string():
@@ -145,7 +190,10 @@ def test_importance_weight_sign_and_measures():
     assert wf[0] == pytest.approx(w[0] / 11)
     assert out["kl"] > 0 and 0 < out["js"] < math.log(2)
     same = hn.hashed_ngram_measures(corpus, corpus, n_boot=0)
-    assert same["kl"] == pytest.approx(0, abs=1e-12) and same["js"] == pytest.approx(0, abs=1e-12)
+    # the interpolated corpus side keeps lambda = 1% on the uniform: identical texts score at most -ln(0.99)
+    assert 0 < same["kl"] <= -math.log(0.99) and same["js"] == pytest.approx(0, abs=1e-12)
+    same = hn.hashed_ngram_measures(corpus, corpus, n_boot=0, estimator="additive")
+    assert same["kl"] == pytest.approx(0, abs=1e-12)
 
 
 def test_a_prefeaturized_corpus_gives_the_same_measures():
@@ -167,3 +215,24 @@ def test_a_prefeaturized_corpus_gives_the_same_measures():
     assert indexed["evidence_doc_id"] == direct["evidence_doc_id"] == ["d0", None]
     with pytest.raises(ValueError, match="no corpus index"):
         overlap_measures(bench, build_indexes(corpus, (13,)), ns=(8,))
+
+
+def test_catalog_chooses_the_kl_estimator_per_measure(tmp_path):
+    from simassets.core.catalog import CatalogError, load_catalog
+    from simassets.core.paths import REPO_ROOT
+
+    base = (REPO_ROOT / "data" / "catalog.toml").read_text(encoding="utf-8")
+    cat = load_catalog(REPO_ROOT / "data" / "catalog.toml")
+    assert cat.kl_options("unigram_kl") == {"estimator": "interpolated", "lam": 0.01, "eps": 1e-3}
+    f = tmp_path / "catalog.toml"
+    f.write_text(base + '\n[measures.unigram_kl]\nestimator = "yauney"\n[measures.hashed_ngram_kl]\nlambda = 0.05\n')
+    cat = load_catalog(f)
+    assert cat.kl_options("unigram_kl")["estimator"] == "yauney"
+    assert cat.kl_options("hashed_ngram_kl") == {"estimator": "interpolated", "lam": 0.05, "eps": 1e-3}
+    for bad, msg in (('[measures.unigram_kl]\nestimator = "laplace"\n', "estimator"),
+                     ("[measures.unigram_kl]\nlambda = 2.0\n", "lambda"),
+                     ("[measures.max_cosine]\nestimator = \"yauney\"\n", "has no options")):
+        f.write_text(base + "\n" + bad)
+        with pytest.raises(CatalogError, match=msg) as err:
+            load_catalog(f)
+        assert str(f) in str(err.value)

@@ -124,6 +124,16 @@ class Catalog:
     profiles: dict[str, Profile]
     source_file: Path
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    measure_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # [measures.NAME]: estimator ...
+
+    def kl_options(self, measure: str) -> dict[str, Any]:
+        """The KL estimator of ``measure`` (``unigram_kl``, ``hashed_ngram_kl``): ``estimator`` and ``lam`` / ``eps``
+        keyword arguments for :func:`simassets.core.measures.tokens.divergence_measures`."""
+        from simassets.core.measures.tokens import DEFAULT_EPS, DEFAULT_ESTIMATOR, DEFAULT_LAMBDA
+
+        opts = self.measure_options.get(measure, {})
+        return {"estimator": opts.get("estimator", DEFAULT_ESTIMATOR), "lam": opts.get("lambda", DEFAULT_LAMBDA),
+                "eps": opts.get("eps", DEFAULT_EPS)}
 
     def profile(self, name: str) -> Profile:
         if name not in self.profiles:
@@ -301,9 +311,33 @@ def _profile(file: Path, name: str, table: Any) -> Profile:
     return prof
 
 
+KL_MEASURES = ("unigram_kl", "hashed_ngram_kl")  # the measures whose estimator the catalog can choose
+
+
+def _measure_options(file: Path, name: str, table: Any) -> dict[str, Any]:
+    from simassets.core.measures.tokens import ESTIMATORS
+
+    if name not in KL_MEASURES:
+        raise CatalogError(f"{file}: [measures.{name}] has no options (measures with options: {list(KL_MEASURES)})")
+    f = _Fields(file, f"measures.{name}", table)
+    opts = {"estimator": f.get("estimator", str, "interpolated", choices=ESTIMATORS)}
+    lam = f.get("lambda", float, None)
+    if lam is not None:
+        if not 0 < lam < 1:
+            raise f._err("lambda", f"must be in (0, 1), got {lam}")
+        opts["lambda"] = lam
+    eps = f.get("eps", float, None)
+    if eps is not None:
+        if not eps > 0:
+            raise f._err("eps", f"must be > 0, got {eps}")
+        opts["eps"] = eps
+    f.finish()
+    return opts
+
+
 def parse_catalog(raw: dict[str, Any], file: Path) -> Catalog:
     for key in raw:
-        if key not in ("corpora", "benchmarks", "profiles", "studies"):
+        if key not in ("corpora", "benchmarks", "profiles", "studies", "measures"):
             raise CatalogError(f"{file}: unknown top-level table [{key}]")
     corpora = {n: _corpus(file, n, t) for n, t in raw.get("corpora", {}).items()}
     benchmarks = {n: _benchmark(file, n, t) for n, t in raw.get("benchmarks", {}).items()}
@@ -322,7 +356,9 @@ def parse_catalog(raw: dict[str, Any], file: Path) -> Catalog:
                     raise CatalogError(f"{file}: [corpora.{c.name}] component refers to unknown corpus {comp.corpus!r}")
                 if corpora[comp.corpus].is_mixture:
                     raise CatalogError(f"{file}: [corpora.{c.name}] component {comp.corpus!r} is itself a mixture")
-    return Catalog(corpora=corpora, benchmarks=benchmarks, profiles=profiles, source_file=file, raw=raw)
+    options = {n: _measure_options(file, n, t) for n, t in raw.get("measures", {}).items()}
+    return Catalog(corpora=corpora, benchmarks=benchmarks, profiles=profiles, source_file=file, raw=raw,
+                   measure_options=options)
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:

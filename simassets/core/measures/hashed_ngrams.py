@@ -29,7 +29,7 @@ import xxhash
 
 from simassets.core.measures.registry import MeasureSpec, register
 from simassets.core.measures.tokens import (
-    DEFAULT_CI, DEFAULT_EPS, DocCounts, divergence_measures, smoothed_distribution,
+    DEFAULT_CI, DEFAULT_EPS, DEFAULT_ESTIMATOR, DEFAULT_LAMBDA, DocCounts, divergence_measures, smoothed_distribution,
 )
 
 TOKEN_PATTERN = r"\w+|[^\w\s]+"
@@ -125,7 +125,8 @@ def importance_log_weights(bench: DocCounts, corpus: DocCounts, eps: float = DEF
 
 def hashed_ngram_measures(bench_texts: Sequence[str], corpus_texts: Sequence[str] | DocCounts,
                           num_buckets: int = DEFAULT_BUCKETS, eps: float = DEFAULT_EPS, n_boot: int = 0,
-                          seed: int = 0, ci: float = DEFAULT_CI) -> dict[str, Any]:
+                          seed: int = 0, ci: float = DEFAULT_CI, estimator: str = DEFAULT_ESTIMATOR,
+                          lam: float = DEFAULT_LAMBDA) -> dict[str, Any]:
     """Hashed uni+bigram KL(bench || corpus) (bootstrap CI if ``n_boot`` > 0), JS, and per-example weights.
 
     ``corpus_texts`` may be given already featurized (``featurize(texts, num_buckets)``), so a corpus
@@ -135,8 +136,8 @@ def hashed_ngram_measures(bench_texts: Sequence[str], corpus_texts: Sequence[str
     corpus = corpus_texts if isinstance(corpus_texts, DocCounts) else featurize(corpus_texts, num_buckets)
     if corpus.dim != num_buckets:
         raise ValueError(f"the featurized corpus has {corpus.dim} buckets, expected {num_buckets}")
-    out = divergence_measures(bench, corpus, eps, n_boot, seed, ci)
-    out.update(importance_log_weights(bench, corpus, eps))
+    out = divergence_measures(bench, corpus, eps, n_boot, seed, ci, estimator, lam)
+    out.update(importance_log_weights(bench, corpus, eps))  # DSIR's weights: the additive estimator, as DSIR
     out.update(num_buckets=num_buckets, ngrams=2, tokenizer="wordpunct-lower",
                hash=f"xxh64(seed={HASH_SEED})+splitmix64")
     return out
@@ -145,9 +146,9 @@ def hashed_ngram_measures(bench_texts: Sequence[str], corpus_texts: Sequence[str
 # ------------------------------------------------------------------ registered measures
 register(MeasureSpec(
     name="hashed_ngram_kl", range=(0.0, math.inf), family="token", levels=("dataset",), direction=-1,
-    description="KL divergence (nats) between benchmark and corpus distributions of hashed lower-cased word-punctuation unigrams+bigrams (DSIR features, 10,000 buckets).",
-    formula="sum_f P_b(f) ln(P_b(f)/P_c(f)),  f = xxh64/splitmix64(uni+bigram) mod 10000, P = (counts + eps)/sum",
-    params={"num_buckets": 10000, "ngrams": 2, "tokenizer": r"lower + \w+|[^\w\s]+", "hash": "xxh64(seed=0)+splitmix64", "eps": 1e-3, "log_base": "e"},
+    description="KL divergence (nats) between benchmark and corpus distributions of hashed lower-cased word-punctuation unigrams+bigrams (DSIR features, 10,000 buckets), the corpus side interpolated with the uniform distribution (estimator selectable as for unigram_kl).",
+    formula="sum_f P_b(f) ln(P_b(f)/Q(f)),  f = xxh64/splitmix64(uni+bigram) mod 10000, Q = (1 - lambda) P_c + lambda / 10000",
+    params={"num_buckets": 10000, "ngrams": 2, "tokenizer": r"lower + \w+|[^\w\s]+", "hash": "xxh64(seed=0)+splitmix64", "estimator": "interpolated", "lambda": DEFAULT_LAMBDA, "log_base": "e"},
 ))
 register(MeasureSpec(
     name="hashed_ngram_js", range=(0.0, math.log(2)), family="token", levels=("dataset",), direction=-1,

@@ -250,7 +250,7 @@ def _model_similarity_inputs(scope, keys) -> dict:
     from simassets.core.models import model_fingerprint
     from simassets.core.schema import BENCHMARK_SCORES, CORPUS_DOCUMENTS
 
-    return {"n_boot": N_BOOT[scope.profile], "seed": scope.seed,
+    return {"n_boot": N_BOOT[scope.profile], "seed": scope.seed, "kl": scope.catalog.kl_options("unigram_kl"),
             "corpora": {c: scope.upstream(CORPUS_DOCUMENTS, {"corpus": c}) for c in scope.values("corpus")},
             "model": model_fingerprint(scope.models[keys["model"]]),
             "results": scope.upstream(BENCHMARK_SCORES, keys)}
@@ -291,8 +291,8 @@ def _model_similarity(call):
         docs = call.read(CORPUS_DOCUMENTS, corpus=corpus)
         corpus_ids = _corpus_token_ids(model_id, call.inputs["corpora"][corpus], tuple(docs["text"]), loaded.tokenizer)
         u = unigram_measures(bench_ids, corpus_ids, vocab_size=len(loaded.tokenizer), n_boot=N_BOOT[call.profile],
-                             seed=scope.seed)
-        params = canonical_json({k: u[k] for k in ("eps", "n_boot", "seed", "ci", "log_base", "dim")}
+                             seed=scope.seed, **call.inputs["kl"])
+        params = canonical_json({k: u[k] for k in ("eps", "n_boot", "seed", "ci", "log_base", "dim", "kl_estimator")}
                                 | {"tokenizer": model_id, "ci_method": "basic bootstrap over corpus documents"})
         uni_rows += [{"corpus": corpus, "measure": "unigram_kl", "value": u["kl"], "ci_low": u["kl_basic_ci_low"],
                       "ci_high": u["kl_basic_ci_high"], "n": len(bench), "params": params},

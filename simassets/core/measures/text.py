@@ -45,8 +45,12 @@ def corpus_features(corpus: pd.DataFrame, fingerprint: str | None = None) -> dic
 
 
 def text_similarity_rows(bench: pd.DataFrame, corpus: pd.DataFrame, n_boot: int, gzip_pairs: int,
-                         seed: int, corpus_fingerprint: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-example and dataset-level rows (measure, value, ...) of the model-free text measures."""
+                         seed: int, corpus_fingerprint: str | None = None,
+                         kl_options: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-example and dataset-level rows (measure, value, ...) of the model-free text measures.
+
+    ``kl_options`` chooses the hashed-n-gram KL estimator (``estimator``, ``lam``, ``eps``; the catalog's
+    ``[measures.hashed_ngram_kl]``); the default is the interpolated estimator."""
     from simassets.core.measures.compression import gzip_alignment
     from simassets.core.measures.hashed_ngrams import hashed_ngram_measures
     from simassets.core.measures.overlap import overlap_measures
@@ -54,11 +58,11 @@ def text_similarity_rows(bench: pd.DataFrame, corpus: pd.DataFrame, n_boot: int,
     btexts, ctexts = benchmark_text(bench), corpus["text"].tolist()
     ids = bench["example_id"].to_numpy()
     feats = corpus_features(corpus, corpus_fingerprint)
-    hashed = hashed_ngram_measures(btexts, feats["hashed"], n_boot=n_boot, seed=seed)
+    hashed = hashed_ngram_measures(btexts, feats["hashed"], n_boot=n_boot, seed=seed, **(kl_options or {}))
     gz = gzip_alignment(btexts, ctexts, n_pairs=gzip_pairs, seed=seed)
     ov = overlap_measures(btexts, feats["overlap"], ns=OVERLAP_NS)
     hashed_params = canonical_json({k: hashed[k] for k in ("num_buckets", "ngrams", "tokenizer", "hash", "eps", "n_boot",
-                                                           "seed", "ci")}
+                                                           "seed", "ci", "kl_estimator")}
                                    | {"ci_method": "basic bootstrap over corpus documents"})
     gz_params = canonical_json({k: gz[k] for k in ("n_pairs", "docs_per_example", "seed", "compresslevel", "separator",
                                                    "order")})
@@ -94,6 +98,7 @@ def text_similarity_rows(bench: pd.DataFrame, corpus: pd.DataFrame, n_boot: int,
 
 def _inputs(scope: Scope, keys) -> dict:
     return {"n_boot": N_BOOT[scope.profile], "gzip_pairs": GZIP_PAIRS[scope.profile], "seed": scope.seed,
+            "kl": scope.catalog.kl_options("hashed_ngram_kl"),
             "corpus": scope.upstream(CORPUS_DOCUMENTS, {"corpus": keys["corpus"]}),
             "benchmark": scope.upstream(BENCHMARK_EXAMPLES, {"benchmark": keys["benchmark"]})}
 
@@ -102,7 +107,7 @@ def _compute(call: Call) -> Output:
     bench = call.read(BENCHMARK_EXAMPLES, benchmark=call.keys["benchmark"])
     corpus = call.read(CORPUS_DOCUMENTS, corpus=call.keys["corpus"])
     examples, dataset = text_similarity_rows(bench, corpus, N_BOOT[call.profile], GZIP_PAIRS[call.profile],
-                                             call.scope.seed, call.inputs["corpus"])
+                                             call.scope.seed, call.inputs["corpus"], call.inputs["kl"])
     contaminated = float(dataset.loc[dataset["measure"] == "contaminated_fraction_13", "value"].iloc[0])
     return Output({EXAMPLE_SIMILARITY: examples.assign(model=""), DATASET_SIMILARITY: dataset.assign(model="")},
                   metadata={"examples": len(bench), "corpus_docs": len(corpus), "contaminated_fraction_13": contaminated,

@@ -4,11 +4,19 @@ The features are either a model tokenizer's unigram ids (this module) or hashed 
 (:mod:`.hashed_ngrams`); both arrive as :class:`DocCounts`, a sparse per-document count table, so the
 divergences and the bootstrap are shared.
 
-Conventions (all logarithms are **natural**, values in nats):
+Conventions (all logarithms are **natural**, values in nats). KL(P || Q) = sum_i P_i ln(P_i / Q_i), P the
+benchmark's distribution, Q the corpus's; the corpus sample has not seen every type the benchmark uses, so Q
+must be smoothed, and *how* decides whether the value depends on the sample size. ``estimator``:
 
-* ``kl_divergence(p, q, eps)`` = KL(P || Q) = sum_i P_i ln(P_i / Q_i) with P = (p + eps) / sum(p + eps),
-  Q = (q + eps) / sum(q + eps): a pseudo-count ``eps`` is added to every bucket of *both* count vectors
-  before normalising. In the measures below P is the benchmark and Q the corpus.
+* ``interpolated`` (the default): P = p / sum(p), the benchmark's own frequencies; Q = (1 - lambda) q / sum(q)
+  + lambda / V, the corpus frequencies interpolated with the uniform distribution over the V types
+  (Jelinek-Mercer smoothing, lambda = 0.01). An unseen type gets lambda / V whatever the sample size, so the
+  value converges as the sample grows: it estimates KL(P || (1 - lambda) Q_true + lambda U).
+* ``yauney``: Yauney et al.'s code (``process-*.py``): both sides normalised, 1e-8 added to every entry,
+  normalised again; KL = sum(rel_entr(P, Q)).
+* ``additive``: this project's earlier estimator: ``eps`` (1e-3) added to every *count* of both vectors before
+  normalising. An unseen type gets eps / N, which shrinks as the sample grows, so the value drifts with N
+  (not monotonically: seen types improve while unseen ones are penalised more); kept to compare.
 * ``js_divergence(p, q)`` = (KL(P || M) + KL(Q || M)) / 2 with M = (P + Q) / 2, in nats: symmetric,
   0 for identical distributions and at most ln 2. No smoothing is needed (M > 0 wherever P or Q is);
   an optional ``eps`` is applied as for KL.
@@ -22,11 +30,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import math
+
+import numpy as np
+from scipy.spatial.distance import jensenshannon
+from scipy.special import rel_entr
+
 from simassets.core.measures.registry import MeasureSpec, register
 
-DEFAULT_EPS = 1e-3
+DEFAULT_EPS = 1e-3  # the additive estimator's pseudo-count (and the importance weights')
+DEFAULT_LAMBDA = 0.01  # the interpolated estimator's weight on the uniform distribution
+YAUNEY_EPS = 1e-8
+ESTIMATORS = ("interpolated", "yauney", "additive")
+DEFAULT_ESTIMATOR = "interpolated"
 DEFAULT_N_BOOT = 1000
 DEFAULT_CI = 0.95
 
@@ -101,43 +117,69 @@ def smoothed_distribution(counts: np.ndarray, eps: float = DEFAULT_EPS, name: st
 
 
 def _kl(p: np.ndarray, q: np.ndarray) -> float:
-    """KL(p || q) in nats for normalised vectors, with 0 ln 0 = 0; inf where p > 0 = q."""
-    nz = p > 0
-    with np.errstate(divide="ignore"):
-        return float(np.sum(p[nz] * (np.log(p[nz]) - np.log(q[nz]))))
+    """KL(p || q) in nats for normalised vectors (scipy's ``rel_entr``: 0 ln 0 = 0, inf where p > 0 = q)."""
+    return float(np.sum(rel_entr(p, q)))
 
 
-def kl_divergence(p_counts: np.ndarray, q_counts: np.ndarray, eps: float = DEFAULT_EPS) -> float:
-    """KL(P || Q) in nats after adding ``eps`` to every bucket of both count vectors and normalising."""
-    p, q = _check_counts(p_counts, q_counts, eps)
-    return _kl(_normalise(p, "p"), _normalise(q, "q"))
+def estimated_pair(p_counts: np.ndarray, q_counts: np.ndarray, estimator: str = DEFAULT_ESTIMATOR,
+                   eps: float = DEFAULT_EPS, lam: float = DEFAULT_LAMBDA) -> tuple[np.ndarray, np.ndarray]:
+    """(P, Q): the benchmark's and the corpus's distributions under ``estimator`` (see the module docstring)."""
+    if estimator == "interpolated":
+        if not 0 < lam < 1:
+            raise ValueError(f"lambda must be in (0, 1), got {lam}")
+        p, q = _check_counts(p_counts, q_counts, 0.0)
+        return _normalise(p, "benchmark"), (1 - lam) * _normalise(q, "corpus") + lam / q.size
+    if estimator == "yauney":
+        p, q = _check_counts(p_counts, q_counts, 0.0)
+        return (_normalise(_normalise(p, "benchmark") + YAUNEY_EPS, "benchmark"),
+                _normalise(_normalise(q, "corpus") + YAUNEY_EPS, "corpus"))
+    if estimator == "additive":
+        p, q = _check_counts(p_counts, q_counts, eps)
+        return _normalise(p, "benchmark"), _normalise(q, "corpus")
+    raise ValueError(f"unknown KL estimator {estimator!r}; choose one of {ESTIMATORS}")
+
+
+def estimator_params(estimator: str = DEFAULT_ESTIMATOR, eps: float = DEFAULT_EPS, lam: float = DEFAULT_LAMBDA) -> dict:
+    """What a row records about its KL estimator."""
+    if estimator == "interpolated":
+        return {"estimator": estimator, "lambda": lam}
+    if estimator == "yauney":
+        return {"estimator": estimator, "eps_on_probabilities": YAUNEY_EPS}
+    return {"estimator": estimator, "eps": eps}
+
+
+def kl_divergence(p_counts: np.ndarray, q_counts: np.ndarray, eps: float = DEFAULT_EPS,
+                  estimator: str = "additive", lam: float = DEFAULT_LAMBDA) -> float:
+    """KL(P || Q) in nats with P, Q from ``estimated_pair`` (default here: the additive estimator, ``eps``
+    added to every bucket of both count vectors, as the importance weights use it)."""
+    return _kl(*estimated_pair(p_counts, q_counts, estimator, eps, lam))
 
 
 def js_divergence(p_counts: np.ndarray, q_counts: np.ndarray, eps: float = 0.0) -> float:
-    """Jensen-Shannon divergence in nats (natural log): symmetric, in [0, ln 2]."""
+    """Jensen-Shannon divergence in nats (natural log): symmetric, in [0, ln 2] (scipy's ``jensenshannon`` is
+    its square root)."""
     p, q = _check_counts(p_counts, q_counts, eps)
-    p, q = _normalise(p, "p"), _normalise(q, "q")
-    m = (p + q) / 2
-    return 0.5 * _kl(p, m) + 0.5 * _kl(q, m)
+    return float(jensenshannon(_normalise(p, "p"), _normalise(q, "q")) ** 2)
 
 
 def bootstrap_kl(bench_counts: np.ndarray, corpus: DocCounts, eps: float = DEFAULT_EPS,
-                 n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> np.ndarray:
+                 n_boot: int = DEFAULT_N_BOOT, seed: int = 0, estimator: str = "additive",
+                 lam: float = DEFAULT_LAMBDA) -> np.ndarray:
     """KL(bench || corpus*) for ``n_boot`` corpora resampled by document with replacement (seeded)."""
     if corpus.n_docs == 0:
         raise ValueError("bootstrap needs at least one corpus document")
     rng = np.random.default_rng(seed)
-    p = smoothed_distribution(bench_counts, eps, "benchmark")
     out = np.empty(n_boot)
     for b in range(n_boot):
         w = np.bincount(rng.integers(0, corpus.n_docs, corpus.n_docs), minlength=corpus.n_docs)
-        out[b] = _kl(p, smoothed_distribution(corpus.totals(w), eps, "resampled corpus"))
+        out[b] = _kl(*estimated_pair(bench_counts, corpus.totals(w), estimator, eps, lam))
     return out
 
 
 def divergence_measures(bench: DocCounts, corpus: DocCounts, eps: float = DEFAULT_EPS,
-                        n_boot: int = DEFAULT_N_BOOT, seed: int = 0, ci: float = DEFAULT_CI) -> dict[str, Any]:
-    """KL(bench || corpus) with a percentile bootstrap CI over corpus resamples, and JS, plus parameters.
+                        n_boot: int = DEFAULT_N_BOOT, seed: int = 0, ci: float = DEFAULT_CI,
+                        estimator: str = DEFAULT_ESTIMATOR, lam: float = DEFAULT_LAMBDA) -> dict[str, Any]:
+    """KL(bench || corpus) under ``estimator`` with a bootstrap CI over corpus resamples, and JS, plus parameters.
 
     ``kl`` is the full-sample point estimate, ``kl_boot_mean`` the mean over resamples; with ``n_boot=0``
     the CI fields are NaN.
@@ -147,9 +189,9 @@ def divergence_measures(bench: DocCounts, corpus: DocCounts, eps: float = DEFAUL
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
     p, q = bench.totals(), corpus.totals()
-    boots = bootstrap_kl(p, corpus, eps, n_boot, seed) if n_boot > 0 else np.full(1, np.nan)
+    boots = bootstrap_kl(p, corpus, eps, n_boot, seed, estimator, lam) if n_boot > 0 else np.full(1, np.nan)
     lo, hi = np.quantile(boots, [(1 - ci) / 2, (1 + ci) / 2]) if n_boot > 0 else (np.nan, np.nan)
-    kl = kl_divergence(p, q, eps)
+    kl = kl_divergence(p, q, eps, estimator, lam)
     return {
         "kl": kl, "kl_ci_low": float(lo), "kl_ci_high": float(hi),
         # basic (pivotal) bootstrap interval 2*kl - q_hi .. 2*kl - q_lo: resampling a corpus duplicates
@@ -158,6 +200,7 @@ def divergence_measures(bench: DocCounts, corpus: DocCounts, eps: float = DEFAUL
         "kl_basic_ci_low": float(2 * kl - hi), "kl_basic_ci_high": float(2 * kl - lo),
         "kl_boot_mean": float(boots.mean()), "js": js_divergence(p, q),
         "eps": eps, "n_boot": n_boot, "seed": seed, "ci": ci, "log_base": "e", "dim": bench.dim,
+        "kl_estimator": estimator_params(estimator, eps, lam),
         "n_bench_docs": bench.n_docs, "n_corpus_docs": corpus.n_docs,
         "n_bench_features": int(p.sum()), "n_corpus_features": int(q.sum()),
     }
@@ -165,18 +208,20 @@ def divergence_measures(bench: DocCounts, corpus: DocCounts, eps: float = DEFAUL
 
 def unigram_measures(bench_token_ids: Sequence[np.ndarray], corpus_token_ids: Sequence[np.ndarray],
                      vocab_size: int, eps: float = DEFAULT_EPS, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
-                     ci: float = DEFAULT_CI) -> dict[str, Any]:
+                     ci: float = DEFAULT_CI, estimator: str = DEFAULT_ESTIMATOR,
+                     lam: float = DEFAULT_LAMBDA) -> dict[str, Any]:
     """Unigram KL(benchmark || corpus) with bootstrap CI and JS over a model tokenizer's vocabulary."""
     return divergence_measures(token_doc_counts(bench_token_ids, vocab_size),
-                               token_doc_counts(corpus_token_ids, vocab_size), eps, n_boot, seed, ci)
+                               token_doc_counts(corpus_token_ids, vocab_size), eps, n_boot, seed, ci, estimator, lam)
 
 
 # ------------------------------------------------------------------ registered measures
 register(MeasureSpec(
     name="unigram_kl", range=(0.0, math.inf), family="token", levels=("dataset",), direction=-1, needs_model=True,
-    description="KL divergence (nats) from the benchmark's unigram distribution to the corpus sample's under the model's tokenizer; percentile bootstrap CI over corpus-document resamples.",
-    formula="sum_t P_b(t) ln(P_b(t)/P_c(t)),  P = (counts + eps) / sum(counts + eps)",
-    params={"tokenizer": "model", "eps": 1e-3, "n_boot": 1000, "ci": 0.95, "log_base": "e"},
+    description="KL divergence (nats) from the benchmark's unigram distribution to the corpus sample's under the model's tokenizer, the corpus side interpolated with the uniform distribution so the value converges as the sample grows (catalog [measures.unigram_kl] estimator = yauney | additive for the others); basic bootstrap CI over corpus-document resamples.",
+    formula="sum_t P_b(t) ln(P_b(t)/Q(t)),  P_b = counts_b / N_b,  Q = (1 - lambda) counts_c / N_c + lambda / V",
+    params={"tokenizer": "model", "estimator": "interpolated", "lambda": DEFAULT_LAMBDA, "n_boot": 1000, "ci": 0.95,
+            "log_base": "e"},
 ))
 register(MeasureSpec(
     name="unigram_js", range=(0.0, math.log(2)), family="token", levels=("dataset",), direction=-1, needs_model=True,
