@@ -2,11 +2,13 @@
 
     simassets correlate TABLE.csv --score COL [--score COL ...] --measure COL [--measure COL ...]
         [--method spearman|pearson|kendall] [--correction by|bh|holm|none] [--bootstrap N]
-        [--permutations N] [--seed S] [--out FILE.csv] [--direction COL=+1|-1 ...]
+        [--p-method auto|asymptotic] [--permutations N] [--seed S] [--out FILE.csv] [--direction COL=+1|-1 ...]
 
 Every (measure, score) pair is correlated over the rows (benchmarks) where both are present; the
-correction runs across all pairs. ``--out`` writes one row per pair with the columns
-:data:`OUT_COLUMNS`.
+correction runs across all pairs. p-values are exact (all n! pairings) up to n = 10 and permutation
+estimates above (see :mod:`simassets.core.stats`); ``--p-method asymptotic`` uses scipy's t / normal
+approximation instead, which is what the papers report; ``p_asymptotic`` is always printed. ``--out``
+writes one row per pair with the columns :data:`OUT_COLUMNS`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pandas as pd
 
 from simassets.core import stats
 
-OUT_COLUMNS = ["measure", "score", "method", "n", "r", "p", "p_adj", "ci_low", "ci_high"]
+OUT_COLUMNS = ["measure", "score", "method", "n", "r", "p", "p_method", "p_asymptotic", "p_adj", "ci_low", "ci_high"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,7 +39,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--correction", choices=stats.CORRECTIONS, default="by",
                    help="multiple-testing correction across all pairs (default: Benjamini-Yekutieli)")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for a 95%% CI")
-    p.add_argument("--permutations", type=int, default=0, metavar="N", help="permutations for p_perm")
+    p.add_argument("--p-method", choices=stats.P_METHODS, default="auto",
+                   help="auto (default): exact for n <= 10, else permutation; asymptotic: scipy's approximation")
+    p.add_argument("--permutations", type=int, default=stats.MC_FIRST, metavar="N",
+                   help=f"first-stage Monte-Carlo pairings above n = 10 (default {stats.MC_FIRST:,}; "
+                        f"{stats.MC_FULL:,} when p could be near 0.05)")
     p.add_argument("--seed", type=int, default=0, help="seed for permutations and bootstrap")
     p.add_argument("--out", metavar="FILE.csv", help="write one row per (measure, score)")
     p.add_argument("--direction", action="append", default=[], metavar="COL=+1|-1",
@@ -66,9 +72,10 @@ def _fmt(x: float) -> str:
 
 def format_table(grid: pd.DataFrame) -> str:
     """A readable text table of a correlation grid."""
-    cols = ["measure", "score", "n", "r", "p", "p_adj", "ci_low", "ci_high", "p_perm", "r_oriented", "note"]
+    cols = ["measure", "score", "n", "r", "p", "p_method", "p_asymptotic", "p_adj", "ci_low", "ci_high", "r_oriented",
+            "note"]
     show = grid[[c for c in cols if c in grid.columns]].copy()
-    for c in ("r", "p", "p_adj", "ci_low", "ci_high", "p_perm", "r_oriented"):
+    for c in ("r", "p", "p_asymptotic", "p_adj", "ci_low", "ci_high", "r_oriented"):
         if show[c].isna().all():
             show = show.drop(columns=c)
         else:
@@ -92,14 +99,14 @@ def run(args: argparse.Namespace) -> int:
         dirs = stats.resolve_directions(measures, parse_directions(args.direction, measures))
         grid = stats.correlation_grid(
             df, measures, scores, method=args.method, correction=args.correction,
-            n_boot=args.bootstrap, n_perm=args.permutations, seed=args.seed,
+            n_boot=args.bootstrap, p_method=args.p_method, n_perm=args.permutations, seed=args.seed,
             directions={m: d for m, (d, _) in dirs.items()})
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         print(f"simassets correlate: error: {exc}", file=sys.stderr)
         return 2
     sig = int((grid["p_adj"] < 0.05).sum())
     print(f"{args.method} correlation over {len(df)} rows of {path}; {len(grid)} (measure, score) "
-          f"pairs; {args.correction} correction; {sig} with p_adj < 0.05")
+          f"pairs; {args.p_method} p-values; {args.correction} correction; {sig} with p_adj < 0.05")
     assumed = [m for m, (_, note) in dirs.items() if note]
     if assumed:
         print(f"direction assumed +1 (higher = more similar) for: {', '.join(assumed)}")

@@ -173,7 +173,8 @@ def test_bad_models_fail_fast_with_clear_errors_and_keep_stored_rows(tiny_study,
             old = pd.DataFrame([{"model": model_id, "benchmark": "arc_easy", "category": "world_knowledge", "language": "en",
                                  "n": 10, "acc": 0.5, "acc_stderr": 0.1, "acc_norm": 0.5, "acc_norm_stderr": 0.1,
                                  "primary_metric": "acc", "random_baseline": 0.25, "normalized_score": 33.3,
-                                 "model_fingerprint": "earlier-weights", "params": "{}"}])
+                                 "acc_ci_low": 0.24, "acc_ci_high": 0.76, "acc_norm_ci_low": 0.24,
+                                 "acc_norm_ci_high": 0.76, "model_fingerprint": "earlier-weights", "params": "{}"}])
             wh.write_partition("benchmark_scores", "quick", keys, old, "fp-of-an-earlier-run")  # results of a good past
             result = _materialize(["benchmark_evaluation"], str(dg.MultiPartitionKey(keys)), instance)
             assert not result.success
@@ -249,7 +250,8 @@ def test_sql_injection_through_names_has_no_effect(tiny_study, tmp_path):
     keys = {"model": "m1", "benchmark": "b1"}
     row = pd.DataFrame([{"model": "m1", "benchmark": "b1", "category": "c", "language": "en", "n": 1, "acc": 1.0,
                          "acc_stderr": 0.0, "acc_norm": 1.0, "acc_norm_stderr": 0.0, "primary_metric": "acc",
-                         "random_baseline": 0.5, "normalized_score": 100.0, "model_fingerprint": "f", "params": "{}"}])
+                         "random_baseline": 0.5, "normalized_score": 100.0, "acc_ci_low": 0.21, "acc_ci_high": 1.0,
+                         "acc_norm_ci_low": 0.21, "acc_norm_ci_high": 1.0, "model_fingerprint": "f", "params": "{}"}])
     wh.write_partition("benchmark_scores", "quick", keys, row, "fp")
     evil = "m1' or '1'='1"
     assert wh.query("select * from benchmark_scores where model = ?", [evil]).empty  # a value, not SQL

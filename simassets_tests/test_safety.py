@@ -36,7 +36,8 @@ def warehouse_with_views(tiny_study) -> Warehouse:
     wh = Warehouse()
     row = pd.DataFrame([{"model": "m1", "benchmark": "b1", "category": "c", "language": "en", "n": 1, "acc": 1.0,
                          "acc_stderr": 0.0, "acc_norm": 1.0, "acc_norm_stderr": 0.0, "primary_metric": "acc",
-                         "random_baseline": 0.5, "normalized_score": 100.0, "model_fingerprint": "f", "params": "{}"}])
+                         "random_baseline": 0.5, "normalized_score": 100.0, "acc_ci_low": 0.21, "acc_ci_high": 1.0,
+                         "acc_norm_ci_low": 0.21, "acc_norm_ci_high": 1.0, "model_fingerprint": "f", "params": "{}"}])
     wh.write_partition("benchmark_scores", "quick", {"model": "m1", "benchmark": "b1"}, row, "fp")
     assert wh.ensure_views() == "views created"
     return wh
@@ -69,7 +70,12 @@ def test_the_sql_session_does_not_lock_out_other_readers(warehouse_with_views):
 def test_ui_and_servers_bind_loopback_by_default():
     make = (REPO_ROOT / "Makefile").read_text()
     ui = re.search(r"^ui:.*?\n((?:\t.*\n)+)", make, re.M)
-    assert ui and "dg dev --host 127.0.0.1" in ui.group(1)
+    assert ui and "simassets ui --host 127.0.0.1" in ui.group(1)
+    from simassets import cli
+
+    ui_cmd = cli.build_parser().parse_args(["ui"])  # `simassets ui` without --host binds loopback, and passes it on
+    assert ui_cmd.host == "127.0.0.1"
+    assert '"dev", "--host", args.host' in (REPO_ROOT / "simassets" / "cli.py").read_text()
     assert "host" not in (REPO_ROOT / "workspace.yaml").read_text()  # no code-server host override
     from dagster_webserver.cli import dagster_webserver
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import false_discovery_control, mannwhitneyu
+from scipy.stats import false_discovery_control, kendalltau, mannwhitneyu, pearsonr, spearmanr
 
 from simassets import correlate_cmd
 from simassets.core import stats
@@ -20,13 +21,13 @@ X4, Y4 = [1, 2, 3, 4], [1, 3, 2, 4]  # one adjacent swap: sum d^2 = 2, one disco
 def test_spearman_kendall_pearson_hand_values():
     sp = stats.correlate(X4, Y4, "spearman")
     assert sp.r == pytest.approx(0.8)  # 1 - 6*2/(4*15)
-    assert sp.p == pytest.approx(0.2)  # t = rho*sqrt(2/(1-rho^2)), df=2: p = 1 - t/sqrt(2+t^2) = 0.2
-    assert sp.n == 4 and sp.note == ""
+    assert sp.p_asymptotic == pytest.approx(0.2)  # t = rho*sqrt(2/(1-rho^2)), df=2: p = 1 - t/sqrt(2+t^2)
+    assert sp.n == 4 and math.isnan(sp.p) and sp.note.startswith("n=4 < 5: no p-value")
     assert stats.correlate(X4, Y4, "kendall").r == pytest.approx(2 / 3)  # (5 - 1) / 6
     pe = stats.correlate([1, 2, 3], [1, 2, 4], "pearson")
     assert pe.r == pytest.approx(math.sqrt(27 / 28))  # 3 / sqrt(2 * 14/3)
     # df = 1: t is Cauchy, t = sqrt(27): p = 1 - (2/pi) atan(t)
-    assert pe.p == pytest.approx(1 - 2 / math.pi * math.atan(math.sqrt(27)))
+    assert pe.p_asymptotic == pytest.approx(1 - 2 / math.pi * math.atan(math.sqrt(27)))
 
 
 def test_ties_use_average_ranks_and_tau_b():
@@ -52,8 +53,8 @@ def test_undefined_cases_return_nan_with_note():
     assert r.note == "n=2 < 3: correlation undefined"
     c = stats.correlate([1, 2, 3, 4], [5, 5, 5, 5], "pearson")
     assert math.isnan(c.r) and "constant y" in c.note and "undefined" in c.note
-    e = stats.correlate([np.nan] * 5, [1, 2, 3, 4, 5], n_boot=50, n_perm=50)
-    assert e.n == 0 and math.isnan(e.r) and math.isnan(e.ci_low) and math.isnan(e.p_perm)
+    e = stats.correlate([np.nan] * 5, [1, 2, 3, 4, 5], n_boot=50)
+    assert e.n == 0 and math.isnan(e.r) and math.isnan(e.ci_low) and math.isnan(e.p) and e.p_method == ""
     assert e.note.startswith("n=0 < 3") and "dropped 5 pair(s)" in e.note
 
 
@@ -68,14 +69,68 @@ def test_missing_pairs_dropped_and_counted():
 
 
 # --------------------------------------------------------------------------- resampling
-def test_permutation_p_exact_small_case_and_seeded():
-    # Of the 24 orderings of 4 ranks, 8 give |rho| >= 0.8 (sum d^2 in {0, 2, 18, 20}): p = 1/3.
-    a = stats.correlate(X4, Y4, n_perm=20000, seed=7)
-    assert a.p_perm == pytest.approx(1 / 3, abs=0.015)
-    assert stats.correlate(X4, Y4, n_perm=20000, seed=7).p_perm == a.p_perm
-    assert stats.correlate(X4, Y4, n_perm=20000, seed=8).p_perm != a.p_perm
-    # +1 correction: a perfect correlation on n=10 is never matched by chance -> 1/(n_perm+1)
-    assert stats.correlate(range(10), range(10), n_perm=999).p_perm == pytest.approx(1 / 1000)
+def test_no_p_value_below_the_n_where_005_is_reachable():
+    """n = 3 and 4: even a perfect rank correlation has permutation p >= 2/4! = 0.083, so no p is reported
+    (the asymptotic Spearman p at n = 3 is 0, which once printed "1 significant")."""
+    tiny = stats.correlate([1, 2, 3], [2, 4, 6], "spearman")
+    assert tiny.r == pytest.approx(1.0) and tiny.p_asymptotic == 0.0
+    assert math.isnan(tiny.p) and "2/3! = 0.333" in tiny.note
+    g = stats.correlation_grid(pd.DataFrame({"m": [1, 2, 3, 4], "s": [1, 2, 3, 4]}), ["m"], ["s"])
+    assert math.isnan(g.loc[0, "p"]) and math.isnan(g.loc[0, "p_adj"]) and "n=4 < 5" in g.loc[0, "note"]
+    assert stats.correlate(range(5), range(5)).p == pytest.approx(2 / 120)  # n = 5: reachable
+
+
+def _enumerated(x, y, method):
+    """Reference: scipy's statistic over every pairing, P(|r*| >= |r|)."""
+    f = {"spearman": spearmanr, "pearson": pearsonr, "kendall": kendalltau}[method]
+    r0 = abs(f(x, y).statistic)
+    perms = list(itertools.permutations(range(len(y))))
+    return sum(abs(f(x, np.asarray(y)[list(p)]).statistic) >= r0 - 1e-12 for p in perms) / len(perms)
+
+
+@pytest.mark.parametrize("n", [5, 6, 7])
+def test_exact_p_equals_full_enumeration_with_ties(n):
+    x = np.array([1, 2, 2, 3, 5, 4, 1][:n], dtype=float)  # ties on both sides
+    y = np.array([2, 1, 3, 3, 4, 4, 2][:n], dtype=float)
+    assert len(set(x)) < n and len(set(y)) < n
+    rng = np.random.default_rng(n)
+    for method in stats.METHODS:
+        res = stats.correlate(x, y, method)
+        assert res.p_method == "exact"
+        assert res.p == pytest.approx(_enumerated(x, y, method), abs=1e-12), method
+    # without ties Kendall's exact null comes from scipy, and still equals the enumeration
+    x, y = rng.permutation(n).astype(float), rng.permutation(n).astype(float)
+    assert stats.correlate(x, y, "kendall").p == pytest.approx(_enumerated(x, y, "kendall"), abs=1e-12)
+
+
+def test_n12_with_ties_agrees_with_enumeration_within_monte_carlo_error():
+    """The multilingual study's size. 12! pairings cannot be enumerated; the reference here is an exact
+    computation for Pearson through the same statistic on 2 million pairings (MC error 0.0004)."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=12)
+    y = 0.6 * x + rng.normal(size=12)
+    y[3] = y[4]  # a tie in the scores
+    for method in stats.METHODS:
+        res = stats.correlate(x, y, method, seed=1)
+        assert res.p_method.startswith("monte-carlo") and res.n == 12
+        ref = stats.monte_carlo_pvalue(x, y, method, 400_000, np.random.default_rng(99))
+        r_used = int(res.p_method.rsplit("-", 1)[1])
+        assert abs(res.p - ref) < 4 * math.sqrt(ref * (1 - ref) / r_used) + 1e-4, (method, res.p, ref)
+    assert stats.correlate(x, y, seed=1).p == stats.correlate(x, y, seed=1).p  # seeded
+    # a p near 0.05 gets the 50,000 pairings that put the Monte-Carlo error under 0.001
+    near = stats.permutation_pvalue(np.arange(40.0), np.arange(40.0) + rng.normal(size=40) * 33, "pearson",
+                                    np.random.default_rng(0))
+    assert near[1] in ("monte-carlo-50000", "monte-carlo-10000")
+    if near[1] == "monte-carlo-10000":
+        assert near[0] > 0.1
+
+
+def test_permutation_p_of_a_perfect_correlation_and_asymptotic_option():
+    assert stats.correlate(range(10), range(10)).p == pytest.approx(2 / math.factorial(10))
+    mc = stats.correlate(range(12), range(12), "pearson", seed=2)
+    assert mc.p == pytest.approx(1 / (stats.MC_FULL + 1)) and mc.p_method == f"monte-carlo-{stats.MC_FULL}"
+    asym = stats.correlate(range(12), np.arange(12) ** 1.5, "pearson", p_method="asymptotic")
+    assert asym.p_method == "asymptotic" and asym.p == asym.p_asymptotic
 
 
 @pytest.mark.parametrize("method", stats.METHODS)
@@ -83,9 +138,9 @@ def test_permutation_p_close_to_analytic_for_moderate_n(method):
     rng = np.random.default_rng(0)
     x = rng.normal(size=40)
     y = 0.5 * x + rng.normal(size=40)  # analytic p: spearman .50, pearson .068, kendall .38
-    res = stats.correlate(x, y, method, n_perm=4000 if method != "kendall" else 1500, seed=1)
+    res = stats.correlate(x, y, method, seed=1)
     assert 0.01 < res.p < 0.6
-    assert res.p_perm == pytest.approx(res.p, abs=0.03)
+    assert res.p == pytest.approx(res.p_asymptotic, abs=0.03)
 
 
 def test_bootstrap_ci_contains_r_and_is_seeded():
@@ -97,9 +152,38 @@ def test_bootstrap_ci_contains_r_and_is_seeded():
     assert -1 <= res.ci_low and res.ci_high <= 1 and res.ci_high - res.ci_low < 0.8
     again = stats.correlate(x, y, "pearson", n_boot=1000, seed=5)
     assert (again.ci_low, again.ci_high) == (res.ci_low, res.ci_high)
-    # the permutation stream is separate: asking for permutations leaves the CI unchanged
-    both = stats.correlate(x, y, "pearson", n_boot=1000, n_perm=100, seed=5)
+    # the permutation stream is separate: another p-method leaves the CI unchanged
+    both = stats.correlate(x, y, "pearson", n_boot=1000, p_method="asymptotic", seed=5)
     assert (both.ci_low, both.ci_high) == (res.ci_low, res.ci_high)
+
+
+def test_two_level_interval_is_wider_and_reduces_to_one_level_without_noise():
+    """Scores from 30 examples: re-estimating each benchmark's accuracy in every resample widens the
+    interval; with a huge example count the two levels agree."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=15)
+    acc = np.clip(0.55 + 0.1 * x + 0.05 * rng.normal(size=15), 0.05, 0.95)
+    small = stats.ScoreNoise.of(np.full(15, 30), acc)
+    res = stats.correlate(x, acc, "spearman", n_boot=2000, seed=3, noise=small)
+    assert res.ci2_high - res.ci2_low > res.ci_high - res.ci_low
+    big = stats.correlate(x, acc, "spearman", n_boot=2000, seed=3, noise=stats.ScoreNoise.of(np.full(15, 1e9), acc))
+    assert big.ci2_low == pytest.approx(res.ci_low, abs=0.05) and big.ci2_high == pytest.approx(res.ci_high, abs=0.05)
+    # the normalized score: offset and scale carry the binomial draw to 100 (acc - r) / (1 - r)
+    draws = stats.ScoreNoise.of([30], [0.5], offset=-100 * 0.25 / 0.75, scale=100 / 0.75).draw(
+        np.zeros(20000, dtype=int), np.random.default_rng(0))
+    assert draws.mean() == pytest.approx(100 * (0.5 - 0.25) / 0.75, abs=0.5)
+    assert draws.std() == pytest.approx(100 / 0.75 * math.sqrt(0.25 / 30), rel=0.03)
+
+
+def test_wilson_interval_matches_the_closed_form():
+    lo, hi = stats.wilson_interval([12, 0, 30], [30, 30, 30])
+    z, n = 1.959963984540054, 30
+    for k, a, b in zip([12, 0, 30], lo, hi):
+        p = k / n
+        mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        assert (a, b) == pytest.approx((mid - half, mid + half), abs=1e-9)
+    assert lo[1] == pytest.approx(0, abs=1e-12) and hi[2] == pytest.approx(1)
 
 
 # --------------------------------------------------------------------------- multiple testing
@@ -158,7 +242,8 @@ def test_grid_columns_orientation_and_correction():
     assert "assumed +1" in by.loc[("odd", "acc"), "note"]
     assert g["p_adj"].to_numpy() == pytest.approx(stats.adjust_pvalues(g["p"], "by"))
     expect = stats.correlate(df["kl"], df["acc"])
-    assert kl.r == pytest.approx(expect.r) and kl.p == pytest.approx(expect.p)
+    assert kl.r == pytest.approx(expect.r) and kl.p_asymptotic == pytest.approx(expect.p_asymptotic)
+    assert set(g["p_method"]) <= {"kendall-exact", "monte-carlo-10000", "monte-carlo-50000"}
 
 
 def test_grid_group_by_corrects_within_groups():
@@ -178,9 +263,10 @@ def test_grid_cell_streams_do_not_depend_on_grid_shape():
     small = stats.correlation_grid(df, ["kl"], ["acc"], **kw).iloc[0]
     big = stats.correlation_grid(df, ["max_cosine", "kl"], ["f1", "acc"], **kw)
     cell = big[(big.measure == "kl") & (big.score == "acc")].iloc[0]
-    assert (cell.p_perm, cell.ci_low, cell.ci_high) == (small.p_perm, small.ci_low, small.ci_high)
+    assert (cell.p, cell.ci_low, cell.ci_high) == (small.p, small.ci_low, small.ci_high)
+    assert cell.p_method.startswith("monte-carlo")
     pairs = stats.correlation_grid(df, ["max_cosine", "kl"], ["f1", "acc"], pairs=[("kl", "acc")], **kw)
-    assert len(pairs) == 1 and pairs.iloc[0].p_perm == small.p_perm
+    assert len(pairs) == 1 and pairs.iloc[0].p == small.p
     with pytest.raises(ValueError, match="pairs not in"):
         stats.correlation_grid(df, ["kl"], ["acc"], pairs=[("acc", "kl")])
 
@@ -254,8 +340,25 @@ def test_correlate_command_writes_exact_columns(tmp_path, capsys):
     assert written["r"].to_numpy() == pytest.approx(engine["r"].to_numpy())
     assert written["p_adj"].to_numpy() == pytest.approx(engine["p_adj"].to_numpy())
     assert written["ci_low"].to_numpy() == pytest.approx(engine["ci_low"].to_numpy())
+    assert written["p"].to_numpy() == pytest.approx(engine["p"].to_numpy())
     printed = capsys.readouterr().out
     assert "kendall correlation over 24 rows" in printed and "max_cosine" in printed
+    assert "auto p-values" in printed and "kendall-exact" in printed
+
+
+def test_correlate_command_small_n_exact_and_asymptotic(tmp_path, capsys):
+    """At n = 6 the command reports the exact p; --p-method asymptotic gives scipy's, as the papers do."""
+    table = tmp_path / "six.csv"
+    pd.DataFrame({"m": [0.1, 0.4, 0.3, 0.8, 0.6, 0.9], "s": [10, 25, 20, 40, 20, 55]}).to_csv(table, index=False)
+    out = tmp_path / "r.csv"
+    assert _cli([str(table), "--score", "s", "--measure", "m", "--out", str(out)]) == 0
+    row = pd.read_csv(out).iloc[0]
+    assert row.p_method == "exact" and row.p == pytest.approx(_enumerated([0.1, 0.4, 0.3, 0.8, 0.6, 0.9],
+                                                                         [10, 25, 20, 40, 20, 55], "spearman"))
+    assert "exact" in capsys.readouterr().out
+    assert _cli([str(table), "--score", "s", "--measure", "m", "--p-method", "asymptotic", "--out", str(out)]) == 0
+    row2 = pd.read_csv(out).iloc[0]
+    assert row2.p_method == "asymptotic" and row2.p == pytest.approx(row.p_asymptotic) and row2.p != row.p
 
 
 def test_correlate_command_errors_name_file_and_column(tmp_path, capsys):

@@ -78,7 +78,7 @@ benchmarks = ["b1", "b2"]
 corpora = ["c1"]
 methods = ["spearman"]
 n_boot = 0
-n_perm = 0
+p_method = "asymptotic"
 [studies.french]
 languages = ["fr"]
 """

@@ -263,10 +263,11 @@ def alignment_loss_table(rows: pd.DataFrame, methods: Sequence[str] = ("pearson"
                                 slope, icpt = np.polyfit(tdf[x].to_numpy(float)[ok], tdf[y].to_numpy(float)[ok], 1)
                             out.append({"model": model, "subset": subset, "target": target, "measure": x, "loss": y,
                                         "method": method, "n": res.n, "r": res.r, "r2": res.r ** 2, "p": res.p,
-                                        "ci_low": res.ci_low, "ci_high": res.ci_high, "slope": float(slope),
+                                        "p_method": res.p_method, "ci_low": res.ci_low, "ci_high": res.ci_high,
+                                        "slope": float(slope),
                                         "intercept": float(icpt), "note": res.note})
     return pd.DataFrame(out, columns=["model", "subset", "target", "measure", "loss", "method", "n", "r", "r2", "p",
-                                      "ci_low", "ci_high", "slope", "intercept", "note"])
+                                      "p_method", "ci_low", "ci_high", "slope", "intercept", "note"])
 
 
 def alignment_scatter(rows: pd.DataFrame, corr: pd.DataFrame, path: Path, title: str) -> Path:

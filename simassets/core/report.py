@@ -96,6 +96,11 @@ def _setup(wh: Warehouse, catalog: Catalog, profile: str) -> str:
     measures["direction"] = measures["measure"].map(lambda m: stats.resolve_directions([m])[m][0])
     scores = wh.query("""select benchmark, category, language, model, n, acc, acc_norm, primary_metric, random_baseline,
                          normalized_score from benchmark_scores where profile = ? order by benchmark, model""", [profile])
+    # Wilson 95% intervals from n and the rates (rows stored before the columns existed get them too)
+    for col in ("acc", "acc_norm"):
+        lo, hi = stats.wilson_interval(scores[col].astype(float) * scores["n"], scores["n"])
+        scores.insert(scores.columns.get_loc(col) + 1, f"{col} 95% (Wilson)",
+                      [f"{a:.2f}–{b:.2f}" if np.isfinite(a) else "" for a, b in zip(lo, hi)])
     return (
         "<h2>Setup</h2>"
         f"<p>Catalog <code>{_esc(catalog.source_file)}</code>, warehouse <code>{_esc(wh.home)}</code>. Profile "
@@ -128,7 +133,8 @@ def _correlation_section(corr: pd.DataFrame) -> str:
         piv = piv.rename(columns={NO_CORPUS: "(no corpus: model-based)"}).fillna("")
         parts.append(f"<h4>{_esc(model)} — {_esc(score)}</h4>" + html_table(piv))
     cols = [c for c in ("model", "corpus", "measure", "score", "method", "n", "r", "direction", "r_oriented", "p",
-                        "p_perm", "p_adj", "ci_low", "ci_high", "note") if c in corr.columns]
+                        "p_method", "p_asymptotic", "p_adj", "ci_low", "ci_high", "ci2_low", "ci2_high", "note")
+            if c in corr.columns]
     full = corr[cols].assign(expected_sign=corr["direction"].map({1: "+", -1: "−"}))
     return "".join(parts) + _details(f"All correlations ({len(corr)} rows; expected_sign = sign of raw r if 'more "
                                      "similar ⇒ better')", html_table(full.sort_values(["method", "p"])))
@@ -255,7 +261,8 @@ def build_report(wh: Warehouse, catalog: Catalog, profile: str, out: Path,
             f'<h2 id="study-{_esc(spec.name)}">Study “{_esc(spec.name)}”</h2><p>{_esc(spec.description)}</p>'
             f"<p class='muted'>{len(sel)} benchmarks: {_esc(', '.join(sel))}. Corpora: "
             f"{_esc(', '.join(spec.select_corpora(catalog, profile)))}. Scores: {_esc(', '.join(spec.scores))}; "
-            f"{_esc(spec.correction)} correction, {spec.n_boot} bootstrap resamples, {spec.n_perm} permutations.</p>"
+            f"{_esc(spec.correction)} correction, {spec.n_boot} bootstrap resamples (ci2: benchmarks and their "
+            f"examples resampled), p-values {_esc(spec.p_method)} (exact up to n = 10, else permutation).</p>"
             "<h3>Does similarity predict the score?</h3>" + _correlation_section(part["correlations"])
             + _img_tags(imgs["correlations"])
             + "<h3>Do the measures agree?</h3>" + _agreement_section(part["measure_agreement"])

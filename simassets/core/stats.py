@@ -5,25 +5,38 @@ Conventions (tested in ``simassets_tests/test_stats.py``):
 * **Undefined correlations.** When fewer than 3 complete pairs remain, or either side is constant,
   ``r`` and ``p`` are ``NaN`` (a float, so DataFrame columns stay numeric) and ``note`` says why,
   e.g. ``"n=2 < 3: correlation undefined"``. Nothing undefined leaves without a note.
+* **No p-value that cannot be small.** Below :data:`MIN_N_P` pairs (5) no rearrangement of the data reaches a
+  two-sided p under 0.05 (the smallest is 2 / n!: 0.083 at n = 4), so ``p`` is NaN and the note says so.
 * **Missing values.** Pairs where either value is missing or non-finite are dropped; ``n`` is the
   number of pairs actually used and ``note`` records how many were dropped.
-* **Resampling.** Permutation p-values are two-sided with the +1 correction,
-  ``(1 + #{|r_perm| >= |r_obs|}) / (n_perm + 1)``; bootstrap CIs are percentile intervals over
-  resampled *pairs*. Both are seeded; in :func:`correlation_grid` every cell draws from its own
-  stream derived from ``(seed, group, measure, score)``, so a cell's figures do not depend on which
-  other cells are in the grid.
+* **p-values** (``p_method``): two-sided, P(|r*| >= |r|) under random pairing of x and y.
+  ``exact``: every one of the n! pairings enumerated (n <= :data:`EXACT_MAX_N` = 10), so ties are handled
+  as they are; ``kendall-exact``: scipy's exact null distribution of Kendall's tau (n > 10, no ties);
+  ``monte-carlo``: seeded random pairings, 10,000, extended to 50,000 when the estimate could be near the
+  0.05 level (Monte-Carlo standard error <= 0.00098 at p = 0.05), with the +1 correction
+  ``(1 + #{|r*| >= |r|}) / (R + 1)``; ``asymptotic``: scipy's t / normal approximation, what the papers
+  report, always kept in ``p_asymptotic``.
+* **Intervals.** ``ci_low/ci_high``: percentile bootstrap over resampled benchmarks (pairs), as if each score
+  were exact. ``ci2_low/ci2_high`` (two-level): each resampled benchmark's score is also re-estimated by
+  resampling its examples (a binomial draw of its correct count, :class:`ScoreNoise`), so a score from 30
+  examples carries its ~0.09 standard error into the interval. Everything is seeded; in
+  :func:`correlation_grid` every cell draws from its own stream derived from ``(seed, group, measure,
+  score)``, so a cell's figures do not depend on which other cells are in the grid.
 * **Orientation.** Each measure has a direction (+1: higher = more similar, -1: higher = less
   similar; see :mod:`simassets.core.measures.registry`). Scores are taken as higher = better.
   ``r_oriented = r * direction`` is positive whenever "more similar => better";
   ``expected_sign`` (= direction) is the sign the *raw* ``r`` has under that hypothesis.
-* **Multiple testing.** ``p_adj`` adjusts the analytic ``p`` across the whole grid (within each
-  group when ``group_by`` is given); undefined cells (NaN p) are left out of the count ``m``.
+* **Multiple testing.** ``p_adj`` adjusts ``p`` across the whole grid (within each group when ``group_by``
+  is given) with scipy's ``false_discovery_control`` (BH, BY) or Holm; undefined cells (NaN p) are left
+  out of the count ``m``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -35,10 +48,14 @@ from simassets.core.measures.registry import MEASURES
 
 METHODS = ("spearman", "pearson", "kendall")
 CORRECTIONS = ("by", "bh", "holm", "none")
+P_METHODS = ("auto", "asymptotic")
 MIN_N = 3
+MIN_N_P = 5  # the smallest n whose best two-sided permutation p (2 / n!) is below 0.05
+EXACT_MAX_N = 10  # 10! = 3.6M pairings, ~1 s; 11! would be 40M
+MC_FIRST, MC_FULL = 10_000, 50_000
 GRID_COLUMNS = [
-    "measure", "score", "method", "n", "r", "p", "p_adj", "ci_low", "ci_high", "p_perm",
-    "direction", "r_oriented", "expected_sign", "note",
+    "measure", "score", "method", "n", "r", "p", "p_method", "p_asymptotic", "p_adj", "ci_low", "ci_high",
+    "ci2_low", "ci2_high", "direction", "r_oriented", "expected_sign", "note",
 ]
 _NAN = float("nan")
 _CHUNK = 1 << 20  # elements per resampling batch (bounds memory for large n)
@@ -46,20 +63,54 @@ _CHUNK = 1 << 20  # elements per resampling batch (bounds memory for large n)
 
 @dataclass(frozen=True)
 class CorrelationResult:
-    """One correlation. ``r``/``p``/CI/``p_perm`` are NaN when undefined or not requested."""
+    """One correlation. ``r``/``p``/CIs are NaN when undefined or not requested."""
 
     method: str
     n: int
     r: float
     p: float
+    p_method: str = ""
+    p_asymptotic: float = _NAN
     ci_low: float = _NAN
     ci_high: float = _NAN
-    p_perm: float = _NAN
+    ci2_low: float = _NAN
+    ci2_high: float = _NAN
     note: str = ""
 
     @property
     def defined(self) -> bool:
         return bool(np.isfinite(self.r))
+
+
+@dataclass(frozen=True)
+class ScoreNoise:
+    """How each benchmark's score was estimated, so a bootstrap can re-estimate it: score = offset + scale *
+    k / n_examples with k ~ Binomial(n_examples, rate) (resampling n 0/1 outcomes with replacement is exactly
+    that). For accuracy offset = 0, scale = 1; for the normalized score 100 (acc - r) / (1 - r) offset =
+    -100 r / (1 - r), scale = 100 / (1 - r), the chance level r held fixed."""
+
+    n_examples: np.ndarray
+    rate: np.ndarray
+    offset: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def of(cls, n_examples, rate, offset=0.0, scale=1.0) -> "ScoreNoise":
+        n = np.asarray(n_examples, dtype=float)
+        as_arr = lambda v: np.broadcast_to(np.asarray(v, dtype=float), n.shape).copy()  # noqa: E731
+        return cls(n, as_arr(rate), as_arr(offset), as_arr(scale))
+
+    def subset(self, keep: np.ndarray) -> "ScoreNoise":
+        return ScoreNoise(self.n_examples[keep], self.rate[keep], self.offset[keep], self.scale[keep])
+
+    def usable(self) -> bool:
+        return bool(np.all(np.isfinite(self.n_examples) & (self.n_examples >= 1))
+                    and np.all((self.rate >= 0) & (self.rate <= 1)))
+
+    def draw(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Scores of the benchmarks ``idx`` (any shape), each re-estimated from a fresh binomial draw."""
+        n = self.n_examples[idx]
+        return self.offset[idx] + self.scale[idx] * rng.binomial(n.astype(np.int64), self.rate[idx]) / n
 
 
 # --------------------------------------------------------------------------- input handling
@@ -70,12 +121,16 @@ def _check_method(method: str) -> None:
 
 def complete_pairs(x: Iterable[float], y: Iterable[float]) -> tuple[np.ndarray, np.ndarray, int]:
     """Drop pairs where either value is missing or non-finite; return ``(x, y, n_dropped)``."""
+    xa, ya, keep = _complete(x, y)
+    return xa[keep], ya[keep], int((~keep).sum())
+
+
+def _complete(x: Iterable[float], y: Iterable[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     xa = np.asarray(pd.to_numeric(pd.Series(list(x), dtype=object), errors="raise"), dtype=float)
     ya = np.asarray(pd.to_numeric(pd.Series(list(y), dtype=object), errors="raise"), dtype=float)
     if xa.shape != ya.shape:
         raise ValueError(f"x and y differ in length: {xa.size} vs {ya.size}")
-    keep = np.isfinite(xa) & np.isfinite(ya)
-    return xa[keep], ya[keep], int((~keep).sum())
+    return xa, ya, np.isfinite(xa) & np.isfinite(ya)
 
 
 def undefined_reason(x: np.ndarray, y: np.ndarray) -> str:
@@ -117,7 +172,7 @@ def _rowwise_r(x: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
     a constant side give NaN."""
     if method == "kendall" and x.shape[1] <= 200:
         # tau-b = sum sx*sy / sqrt(sum sx^2 * sum sy^2) over pairs i<j, vectorised over rows
-        # (identical to scipy's tau-b, ~10x faster for the bootstrap/permutation matrices)
+        # (identical to scipy's tau-b; 22x (n=30) to 209x (n=12) faster than scipy per row: benchmarks/stats.py)
         i, j = np.triu_indices(x.shape[1], 1)
         sx, sy = np.sign(x[:, j] - x[:, i]), np.sign(y[:, j] - y[:, i])
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -140,28 +195,106 @@ def _batches(total: int, n: int) -> Iterable[int]:
         yield min(size, total - start)
 
 
-def permutation_pvalue(x: np.ndarray, y: np.ndarray, method: str, n_perm: int,
+@lru_cache(maxsize=EXACT_MAX_N)
+def all_permutations(n: int) -> np.ndarray:
+    """Every permutation of ``range(n)`` as an (n!, n) int8 array, built by insertion in numpy (itertools
+    would hold 3.6M tuples at n = 10)."""
+    if not 1 <= n <= EXACT_MAX_N:
+        raise ValueError(f"enumerating permutations needs 1 <= n <= {EXACT_MAX_N}, got {n}")
+    perms = np.zeros((1, 1), dtype=np.int8)
+    for k in range(1, n):
+        perms = np.concatenate([np.insert(perms, pos, k, axis=1) for pos in range(k + 1)])
+    perms.setflags(write=False)
+    return perms
+
+
+class _Null:
+    """|r*| for pairings of ``y`` with a fixed ``x``: for Pearson and Spearman the centred sums of squares do not
+    change under a permutation, so r* = x_c . y_c[perm] / norm (one matrix-vector product); Kendall's tau-b
+    keeps its denominator too, only the concordance sum is recomputed. Hand-written: 5.6-6.9x faster than
+    scipy's permutation_test at n = 12-30 with the same p, 47x for the exact n = 8 enumeration (benchmarks/stats.py).
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, method: str):
+        if method == "spearman":
+            x, y, method = sps.rankdata(x), sps.rankdata(y), "pearson"
+        self.method = method
+        if method == "pearson":
+            self.xc, self.yc = x - x.mean(), y - y.mean()
+            self.norm = math.sqrt(float(self.xc @ self.xc) * float(self.yc @ self.yc))
+            self.r_obs = abs(float(self.xc @ self.yc) / self.norm)
+        else:
+            i, j = np.triu_indices(x.size, 1)
+            self.i, self.j, self.y = i, j, y
+            self.sx = np.sign(x[j] - x[i])
+            sy = np.sign(y[j] - y[i])
+            self.norm = math.sqrt(float(self.sx @ self.sx) * float(sy @ sy))
+            self.r_obs = abs(float(self.sx @ sy) / self.norm)
+
+    def abs_r(self, perms: np.ndarray) -> np.ndarray:
+        if self.method == "pearson":
+            return np.abs(self.yc[perms] @ self.xc) / self.norm
+        yp = self.y[perms]
+        return np.abs(np.sign(yp[:, self.j] - yp[:, self.i]) @ self.sx) / self.norm
+
+    def hits(self, perms: np.ndarray) -> int:
+        return int((self.abs_r(perms) >= self.r_obs - 1e-12).sum())
+
+
+def exact_pvalue(x: np.ndarray, y: np.ndarray, method: str) -> float:
+    """P(|r*| >= |r|) over all n! pairings (n <= 10): the exact two-sided permutation p, ties included."""
+    null = _Null(np.asarray(x, float), np.asarray(y, float), method)
+    perms = all_permutations(x.size)
+    rows = max(1, (_CHUNK * 4) // (x.size * (x.size - 1) // 2 if null.method == "kendall" else x.size))
+    hits = sum(null.hits(perms[s:s + rows]) for s in range(0, len(perms), rows))
+    return hits / len(perms)
+
+
+def monte_carlo_pvalue(x: np.ndarray, y: np.ndarray, method: str, n_perm: int,
                        rng: np.random.Generator) -> float:
-    """Two-sided permutation p-value of the correlation, with the +1 correction."""
-    if method == "spearman":  # permuting y permutes its ranks: rank once, then correlate ranks
-        x, y, method = sps.rankdata(x), sps.rankdata(y), "pearson"
-    r_obs = abs(_rowwise_r(x[None], y[None], method)[0])
+    """Two-sided permutation p from ``n_perm`` seeded random pairings, with the +1 correction."""
+    null = _Null(np.asarray(x, float), np.asarray(y, float), method)
     hits = 0
-    for k in _batches(n_perm, x.size):
-        perms = rng.permuted(np.tile(y, (k, 1)), axis=1)
-        r = _rowwise_r(np.broadcast_to(x, perms.shape), perms, method)
-        hits += int((np.abs(r) >= r_obs - 1e-12).sum())
+    for k in _batches(n_perm, x.size if null.method == "pearson" else x.size * 8):
+        hits += null.hits(rng.permuted(np.tile(np.arange(x.size), (k, 1)), axis=1))
     return (hits + 1) / (n_perm + 1)
 
 
+def _might_be_near(p: float, r: int, level: float = 0.05) -> bool:
+    """Could the true p be within 2 level of ``level``? (the estimate's 99.9% Monte-Carlo interval reaches it)"""
+    half = 3.29 * math.sqrt(max(p * (1 - p), 1.0 / r) / r)
+    return p - half <= 2 * level
+
+
+def permutation_pvalue(x: np.ndarray, y: np.ndarray, method: str, rng: np.random.Generator,
+                       n_first: int = MC_FIRST, n_full: int = MC_FULL) -> tuple[float, str]:
+    """``(p, p_method)``: exact enumeration for n <= 10, scipy's exact Kendall null without ties, else Monte
+    Carlo (``n_first`` pairings, ``n_full`` when the estimate could be near 0.05)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if method == "kendall" and np.unique(x).size == x.size and np.unique(y).size == y.size:
+        # without ties scipy's exact null is the enumeration's answer, in milliseconds (enumerating 10! takes 2 s)
+        return float(sps.kendalltau(x, y, method="exact").pvalue), "exact" if x.size <= EXACT_MAX_N else "kendall-exact"
+    if x.size <= EXACT_MAX_N:
+        return exact_pvalue(x, y, method), "exact"
+    p = monte_carlo_pvalue(x, y, method, n_first, rng)
+    if n_full > n_first and _might_be_near(p, n_first):
+        more = monte_carlo_pvalue(x, y, method, n_full - n_first, rng)
+        hits = round(p * (n_first + 1)) - 1 + round(more * (n_full - n_first + 1)) - 1
+        return (hits + 1) / (n_full + 1), f"monte-carlo-{n_full}"
+    return p, f"monte-carlo-{n_first}"
+
+
 def bootstrap_ci(x: np.ndarray, y: np.ndarray, method: str, n_boot: int, rng: np.random.Generator,
-                 level: float = 0.95) -> tuple[float, float, str]:
-    """Percentile bootstrap CI over resampled pairs: ``(low, high, note)``. Resamples whose
-    correlation is undefined (a constant side) are dropped and counted in the note."""
+                 level: float = 0.95, noise: ScoreNoise | None = None) -> tuple[float, float, str]:
+    """Percentile bootstrap CI over resampled pairs: ``(low, high, note)``. With ``noise`` every resampled
+    benchmark's score is re-estimated too (the two-level interval). Resamples whose correlation is undefined
+    (a constant side) are dropped and counted in the note. Hand-written rather than ``scipy.stats.bootstrap``:
+    the two-level draw does not fit its interface (for the one-level CI both give the same interval, ours
+    1.1-1.2x faster; benchmarks/stats.py)."""
     rs = []
     for k in _batches(n_boot, x.size):
         idx = rng.integers(0, x.size, size=(k, x.size))
-        rs.append(_rowwise_r(x[idx], y[idx], method))
+        rs.append(_rowwise_r(x[idx], noise.draw(idx, rng) if noise is not None else y[idx], method))
     r = np.concatenate(rs)
     ok = r[np.isfinite(r)]
     note = f"{n_boot - ok.size} of {n_boot} bootstrap resamples degenerate" if ok.size < n_boot else ""
@@ -173,31 +306,64 @@ def bootstrap_ci(x: np.ndarray, y: np.ndarray, method: str, n_boot: int, rng: np
 
 
 def correlate(x: Iterable[float], y: Iterable[float], method: str = "spearman", *, n_boot: int = 0,
-              n_perm: int = 0, seed: int = 0, ci_level: float = 0.95) -> CorrelationResult:
-    """Correlation of ``x`` with ``y`` (scipy statistic and analytic p-value), optionally with a
-    seeded permutation p-value (``n_perm`` > 0) and percentile bootstrap CI (``n_boot`` > 0)."""
+              p_method: str = "auto", seed: int = 0, ci_level: float = 0.95, noise: ScoreNoise | None = None,
+              n_perm: int = MC_FIRST) -> CorrelationResult:
+    """Correlation of ``x`` with ``y``: the statistic, a p-value (``p_method`` "auto": exact or permutation,
+    see the module docstring; "asymptotic": scipy's), the asymptotic p, and with ``n_boot`` > 0 a percentile
+    bootstrap CI over pairs, plus the two-level CI when ``noise`` describes how each y was estimated."""
     _check_method(method)
-    xa, ya, dropped = complete_pairs(x, y)
+    if p_method not in P_METHODS:
+        raise ValueError(f"unknown p_method {p_method!r}; choose one of {P_METHODS}")
+    xa, ya, keep = _complete(x, y)
+    dropped = int((~keep).sum())
+    xa, ya = xa[keep], ya[keep]
     notes = [f"dropped {dropped} pair(s) with missing or non-finite values"] if dropped else []
     reason = undefined_reason(xa, ya)
     if reason:
         return CorrelationResult(method, int(xa.size), _NAN, _NAN, note="; ".join([reason, *notes]))
     fn = {"spearman": sps.spearmanr, "pearson": sps.pearsonr, "kendall": sps.kendalltau}[method]
     res = fn(xa, ya)
-    lo = hi = pp = _NAN
-    if n_perm > 0:
-        pp = permutation_pvalue(xa, ya, method, n_perm, np.random.default_rng([seed, 0]))
+    p_asym = float(res.pvalue)
+    if xa.size < MIN_N_P:
+        p, how = _NAN, ""
+        notes.insert(0, f"n={xa.size} < {MIN_N_P}: no p-value (the smallest two-sided permutation p, "
+                        f"2/{xa.size}! = {2 / math.factorial(xa.size):.3f}, cannot reach 0.05)")
+    elif p_method == "asymptotic":
+        p, how = p_asym, "asymptotic"
+    else:
+        p, how = permutation_pvalue(xa, ya, method, np.random.default_rng([seed, 0]), n_first=n_perm)
+    lo = hi = lo2 = hi2 = _NAN
     if n_boot > 0:
         lo, hi, bnote = bootstrap_ci(xa, ya, method, n_boot, np.random.default_rng([seed, 1]), ci_level)
         notes += [bnote] if bnote else []
-    return CorrelationResult(method, int(xa.size), float(res.statistic), float(res.pvalue),
-                             lo, hi, pp, "; ".join(notes))
+        if noise is not None:
+            nz = noise.subset(keep)
+            if nz.usable():
+                lo2, hi2, bnote = bootstrap_ci(xa, ya, method, n_boot, np.random.default_rng([seed, 2]), ci_level, nz)
+                notes += [f"two-level: {bnote}"] if bnote else []
+            else:
+                notes.append("two-level CI undefined: a score without its example count or rate")
+    return CorrelationResult(method, int(xa.size), float(res.statistic), p, how, p_asym, lo, hi, lo2, hi2,
+                             "; ".join(notes))
+
+
+def wilson_interval(k: Iterable[float], n: Iterable[float], level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of k successes in n trials (scipy's ``binomtest(...).proportion_ci``, elementwise;
+    NaN where n < 1)."""
+    ks, ns = np.atleast_1d(np.asarray(k, float)), np.atleast_1d(np.asarray(n, float))
+    lo, hi = np.full(ks.shape, _NAN), np.full(ks.shape, _NAN)
+    for i, (kk, nn) in enumerate(zip(ks, ns)):
+        if np.isfinite(kk) and np.isfinite(nn) and nn >= 1:
+            ci = sps.binomtest(int(round(kk)), int(nn)).proportion_ci(level, method="wilson")
+            lo[i], hi[i] = ci.low, ci.high
+    return lo, hi
 
 
 # --------------------------------------------------------------------------- multiple testing
 def adjust_pvalues(p: Iterable[float], method: str = "by") -> np.ndarray:
-    """Adjusted p-values: Benjamini–Yekutieli (``by``), Benjamini–Hochberg (``bh``), Holm
-    (``holm``) or ``none``. NaN entries stay NaN and are not counted in the number of tests."""
+    """Adjusted p-values: Benjamini–Yekutieli (``by``) and Benjamini–Hochberg (``bh``) by scipy's
+    ``false_discovery_control``, Holm (``holm``; scipy has none), or ``none``. NaN entries stay NaN and are not
+    counted in the number of tests."""
     if method not in CORRECTIONS:
         raise ValueError(f"unknown correction {method!r}; choose one of {CORRECTIONS}")
     pa = np.asarray(list(p), dtype=float)
@@ -208,14 +374,11 @@ def adjust_pvalues(p: Iterable[float], method: str = "by") -> np.ndarray:
         return out
     if ((pa[ok] < 0) | (pa[ok] > 1)).any():
         raise ValueError("p-values must lie in [0, 1]")
+    if method in ("bh", "by"):
+        out[ok] = sps.false_discovery_control(pa[ok], method=method)
+        return out
     order = np.argsort(pa[ok], kind="stable")
-    ps = pa[ok][order]
-    rank = np.arange(1, m + 1)
-    if method == "holm":
-        adj = np.maximum.accumulate((m - rank + 1) * ps)
-    else:
-        scale = np.sum(1.0 / rank) if method == "by" else 1.0
-        adj = np.minimum.accumulate((ps * m * scale / rank)[::-1])[::-1]
+    adj = np.maximum.accumulate((m - np.arange(m)) * pa[ok][order])
     back = np.empty(m)
     back[order] = np.minimum(adj, 1.0)
     out[ok] = back
@@ -246,17 +409,24 @@ def _cell_seed(seed: int, group: Any, measure: str, score: str) -> int:
     return seeded_hash64(seed, canonical_json([group, measure, score]))
 
 
+NOISE_FIELDS = ("n_examples", "rate", "offset", "scale")
+
+
 def _grid_rows(df: pd.DataFrame, cells: list[tuple[str, str]], dirs: dict[str, tuple[int, str]],
-               method: str, correction: str, n_boot: int, n_perm: int, seed: int,
-               group: Any) -> list[dict[str, Any]]:
+               method: str, correction: str, n_boot: int, p_method: str, seed: int, group: Any,
+               noise: Mapping[str, Mapping[str, str]], n_perm: int) -> list[dict[str, Any]]:
     rows = []
     for measure, score in cells:
-        res = correlate(df[measure], df[score], method, n_boot=n_boot, n_perm=n_perm,
-                        seed=_cell_seed(seed, group, measure, score))
+        nz = None
+        if score in noise:
+            nz = ScoreNoise.of(*(df[noise[score][f]].to_numpy(dtype=float) for f in NOISE_FIELDS))
+        res = correlate(df[measure], df[score], method, n_boot=n_boot, p_method=p_method, n_perm=n_perm,
+                        seed=_cell_seed(seed, group, measure, score), noise=nz)
         d, dnote = dirs[measure]
         rows.append({
             "measure": measure, "score": score, "method": method, "n": res.n, "r": res.r, "p": res.p,
-            "ci_low": res.ci_low, "ci_high": res.ci_high, "p_perm": res.p_perm, "direction": d,
+            "p_method": res.p_method, "p_asymptotic": res.p_asymptotic, "ci_low": res.ci_low,
+            "ci_high": res.ci_high, "ci2_low": res.ci2_low, "ci2_high": res.ci2_high, "direction": d,
             "r_oriented": res.r * d, "expected_sign": d,
             "note": "; ".join(s for s in (res.note, dnote) if s),
         })
@@ -267,14 +437,17 @@ def _grid_rows(df: pd.DataFrame, cells: list[tuple[str, str]], dirs: dict[str, t
 
 def correlation_grid(df: pd.DataFrame, measures: Sequence[str], scores: Sequence[str],
                      method: str = "spearman", correction: str = "by", n_boot: int = 0,
-                     n_perm: int = 0, seed: int = 0, directions: Mapping[str, int] | None = None,
+                     p_method: str = "auto", seed: int = 0, directions: Mapping[str, int] | None = None,
                      group_by: str | Sequence[str] | None = None,
-                     pairs: Iterable[tuple[str, str]] | None = None) -> pd.DataFrame:
+                     pairs: Iterable[tuple[str, str]] | None = None,
+                     noise: Mapping[str, Mapping[str, str]] | None = None, n_perm: int = MC_FIRST) -> pd.DataFrame:
     """One row per (group..., measure, score) with columns :data:`GRID_COLUMNS`.
 
     ``pairs`` restricts the cross product ``measures x scores`` to the listed (measure, score)
     pairs (each must be in it). The correction runs over all cells of the grid, or over the cells
-    of each group separately when ``group_by`` (a column or list of columns) is given.
+    of each group separately when ``group_by`` (a column or list of columns) is given. ``noise`` maps a
+    score to the columns of ``df`` holding its :class:`ScoreNoise` fields (``{"n_examples": col, "rate": col,
+    "offset": col, "scale": col}``): those scores get the two-level interval.
     """
     _check_method(method)
     if correction not in CORRECTIONS:
@@ -287,21 +460,23 @@ def correlation_grid(df: pd.DataFrame, measures: Sequence[str], scores: Sequence
             raise ValueError(f"pairs not in measures x scores: {stray}")
         cells = [c for c in cells if c in wanted]
     groups = [group_by] if isinstance(group_by, str) else list(group_by or [])
-    numeric = numeric_columns(df, list(dict.fromkeys([*measures, *scores])))
+    noise = dict(noise or {})
+    noise_cols = [c for spec in noise.values() for c in (spec[f] for f in NOISE_FIELDS)]
+    numeric = numeric_columns(df, list(dict.fromkeys([*measures, *scores, *noise_cols])))
     for g in groups:
         if g not in df.columns:
             raise ValueError(f"table: no group_by column {g!r}")
     dirs = resolve_directions(list(measures), directions)
     if not groups:
-        rows = _grid_rows(numeric, cells, dirs, method, correction, n_boot, n_perm, seed, None)
+        rows = _grid_rows(numeric, cells, dirs, method, correction, n_boot, p_method, seed, None, noise, n_perm)
         return pd.DataFrame(rows, columns=GRID_COLUMNS)
     rows = []
     by = groups[0] if len(groups) == 1 else groups
     for key, idx in df.groupby(by, sort=True, dropna=False).groups.items():
         key = key if isinstance(key, tuple) else (key,)
         label = dict(zip(groups, key))
-        for row in _grid_rows(numeric.loc[idx], cells, dirs, method, correction, n_boot, n_perm,
-                              seed, [str(k) for k in key]):
+        for row in _grid_rows(numeric.loc[idx], cells, dirs, method, correction, n_boot, p_method,
+                              seed, [str(k) for k in key], noise, n_perm):
             rows.append({**label, **row})
     return pd.DataFrame(rows, columns=[*groups, *GRID_COLUMNS])
 
@@ -347,10 +522,11 @@ def per_example_analysis(similarity: Iterable[float], correct: Iterable[Any]) ->
     notes = [f"dropped {int((~keep).sum())} example(s) with missing values"] if (~keep).any() else []
     auroc = u = p = _NAN
     if n1 and n0:
-        ranks = sps.rankdata(s)
-        u = float(ranks[ok].sum() - n1 * (n1 + 1) / 2)
-        auroc = u / (n1 * n0)
-        p = float(sps.mannwhitneyu(s[ok], s[~ok], alternative="two-sided").pvalue)
+        from sklearn.metrics import roc_auc_score
+
+        auroc = float(roc_auc_score(ok, s))
+        mw = sps.mannwhitneyu(s[ok], s[~ok], alternative="two-sided")
+        u, p = float(mw.statistic), float(mw.pvalue)
     else:
         what = "no examples" if s.size == 0 else ("all examples correct" if n1 else "all examples incorrect")
         notes.insert(0, f"{what}: AUROC and Mann-Whitney test undefined")

@@ -9,7 +9,8 @@ entry the three :data:`DEFAULT_STUDIES` apply):
   running profile count. ``corpora`` / ``corpus_languages`` select corpora the same way, ``models``
   and ``measures`` restrict models and measures (empty: all that are present).
 * **statistics** -- ``scores`` (columns of ``benchmark_scores``), ``methods``, ``correction``,
-  ``n_boot``, ``n_perm``.
+  ``n_boot``, ``p_method`` (``auto``: exact / permutation, ``asymptotic``: scipy's, as the papers) and
+  ``n_perm`` (first-stage Monte-Carlo pairings above n = 10; see :mod:`simassets.core.stats`).
 
 The functions below load a study's rows from the warehouse and compute its three tables: the
 correlation grid (measure vs score across benchmarks, per model and corpus), the measure-vs-measure
@@ -70,7 +71,8 @@ class StudySpec:
     methods: tuple[str, ...] = stats.METHODS
     correction: str = "by"
     n_boot: int = 1000
-    n_perm: int = 1000
+    n_perm: int = stats.MC_FIRST
+    p_method: str = "auto"
 
     def select_benchmarks(self, catalog: Catalog, profile: str) -> list[str]:
         """The study's benchmarks among the profile's, in catalog order."""
@@ -123,7 +125,8 @@ def parse_study(catalog: Catalog, name: str, table: Any) -> StudySpec:
         methods=_choices(f, "methods", stats.METHODS, "method(s)", stats.METHODS),
         correction=f.get("correction", str, "by", choices=stats.CORRECTIONS),
         n_boot=f.get("n_boot", int, 1000),
-        n_perm=f.get("n_perm", int, 1000),
+        n_perm=f.get("n_perm", int, stats.MC_FIRST),
+        p_method=f.get("p_method", str, "auto", choices=stats.P_METHODS),
     )
     f.finish()
     for key in ("scores", "methods"):
@@ -132,6 +135,8 @@ def parse_study(catalog: Catalog, name: str, table: Any) -> StudySpec:
     for key in ("n_boot", "n_perm"):
         if getattr(spec, key) < 0:
             raise f._err(key, f"must be >= 0, got {getattr(spec, key)}")
+    if spec.n_perm < 1 and spec.p_method == "auto":
+        raise f._err("n_perm", "must be >= 1 for permutation p-values (or set p_method = \"asymptotic\")")
     return spec
 
 
@@ -204,8 +209,11 @@ def load_study(wh: Warehouse, catalog: Catalog, profile: str, spec: StudySpec) -
     """Read a study's rows from the warehouse (nothing materialized yet gives empty frames)."""
     benchmarks, corpora = spec.select_benchmarks(catalog, profile), spec.select_corpora(catalog, profile)
     scores = ", ".join(f"s.{c}" for c in spec.scores)  # validated names from SCORE_COLUMNS
+    # how each score was estimated (examples, rates, chance level): the two-level bootstrap re-estimates it
+    noise = ", ".join(f"s.{c} as {NOISE_PREFIX}{c}" for c in ("n", "acc", "acc_norm", "primary_metric",
+                                                                  "random_baseline"))
     dataset = wh.query(
-        f"""select s.model, d.corpus, d.benchmark, d.measure, d.value, {scores}
+        f"""select s.model, d.corpus, d.benchmark, d.measure, d.value, {scores}, {noise}
         from dataset_similarity d join benchmark_scores s
           on s.profile = d.profile and s.benchmark = d.benchmark and (d.model = '' or d.model = s.model)
         where d.profile = ?""", [profile])
@@ -225,11 +233,38 @@ def load_study(wh: Warehouse, catalog: Catalog, profile: str, spec: StudySpec) -
 
 
 # --------------------------------------------------------------------------- statistics
+NOISE_PREFIX = "_score_"  # benchmark_scores columns carried for the two-level bootstrap
+
+
+def score_noise_columns(wide: pd.DataFrame, scores: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Add, for each score column, the :class:`stats.ScoreNoise` fields as columns of ``wide`` (in place) and
+    return the ``noise`` mapping of :func:`stats.correlation_grid`. ``acc`` / ``acc_norm`` are binomial rates;
+    ``normalized_score`` = 100 (primary - r) / (1 - r) is that rate's affine image, r (chance) held fixed."""
+    p = NOISE_PREFIX
+    if f"{p}n" not in wide:
+        return {}
+    primary = np.where(wide[f"{p}primary_metric"] == "acc_norm", wide[f"{p}acc_norm"], wide[f"{p}acc"])
+    r = wide[f"{p}random_baseline"].astype(float).fillna(0.0)
+    rates = {"acc": wide[f"{p}acc"], "acc_norm": wide[f"{p}acc_norm"], "normalized_score": primary}
+    out = {}
+    for score in scores:
+        wide[f"{p}{score}_rate"] = pd.to_numeric(rates[score], errors="coerce").astype(float)
+        norm = score == "normalized_score"
+        wide[f"{p}{score}_offset"] = -100 * r / (1 - r) if norm else 0.0
+        wide[f"{p}{score}_scale"] = 100 / (1 - r) if norm else 1.0
+        out[score] = {"n_examples": f"{p}n", "rate": f"{p}{score}_rate", "offset": f"{p}{score}_offset",
+                      "scale": f"{p}{score}_scale"}
+    return out
+
+
 def study_wide(dataset: pd.DataFrame, scores: tuple[str, ...]) -> pd.DataFrame:
-    """One row per (model, corpus, benchmark): every measure as a column, then the score columns."""
+    """One row per (model, corpus, benchmark): every measure as a column, then the score columns (and the
+    ``_score_*`` columns describing how each score was estimated, when the dataset carries them)."""
     wide = dataset.pivot(index=["model", "corpus", "benchmark"], columns="measure", values="value")
     wide.columns.name = None
-    score_rows = dataset.drop_duplicates(["model", "benchmark"]).set_index(["model", "benchmark"])[list(scores)]
+    extra = [c for c in dataset.columns if c.startswith(NOISE_PREFIX)]
+    score_rows = dataset.drop_duplicates(["model", "benchmark"]).set_index(["model", "benchmark"])[
+        list(scores) + extra]
     return wide.reset_index().join(score_rows, on=["model", "benchmark"])
 
 
@@ -237,18 +272,21 @@ def correlation_table(data: StudyData, seed: int) -> pd.DataFrame:
     """Every (model, corpus, measure, score, method) correlation across the study's benchmarks.
 
     Columns: ``model, corpus`` + :data:`stats.GRID_COLUMNS` + ``study``. ``p_adj`` is corrected
-    (``spec.correction``) across the study's whole grid, separately for each method.
+    (``spec.correction``) across the study's whole grid, separately for each method. ``ci2_*`` is the
+    two-level interval (benchmarks and, within each, examples resampled).
     """
     spec = data.spec
     if data.dataset.empty:
         return pd.DataFrame(columns=["model", "corpus", *stats.GRID_COLUMNS, "study"])
     wide = study_wide(data.dataset, spec.scores)
+    noise = score_noise_columns(wide, spec.scores)
     measures = sorted(data.dataset["measure"].unique())
     present = pd.MultiIndex.from_frame(data.dataset[["model", "corpus", "measure"]].drop_duplicates())
     frames = []
     for method in spec.methods:
         grid = stats.correlation_grid(wide, measures, spec.scores, method=method, correction="none",
-                                      n_boot=spec.n_boot, n_perm=spec.n_perm, seed=seed, group_by=["model", "corpus"])
+                                      n_boot=spec.n_boot, p_method=spec.p_method, n_perm=spec.n_perm, seed=seed,
+                                      group_by=["model", "corpus"], noise=noise)
         # a model-specific measure has no cells for the other models
         grid = grid[pd.MultiIndex.from_frame(grid[["model", "corpus", "measure"]]).isin(present)].reset_index(drop=True)
         grid["p_adj"] = stats.adjust_pvalues(grid["p"], spec.correction)

@@ -250,8 +250,8 @@ def corpus_relationships(impact: pd.DataFrame, method: str = "pearson") -> pd.Da
         for b in cols[i + 1:]:
             res = stats.correlate(impact[a], impact[b], method)
             rows.append({"corpus_a": a, "corpus_b": b, "method": method, "n": res.n, "r": res.r, "p": res.p,
-                         "relation": relation_of(res.r), "note": res.note})
-    return pd.DataFrame(rows, columns=["corpus_a", "corpus_b", "method", "n", "r", "p", "relation", "note"])
+                         "p_method": res.p_method, "relation": relation_of(res.r), "note": res.note})
+    return pd.DataFrame(rows, columns=["corpus_a", "corpus_b", "method", "n", "r", "p", "p_method", "relation", "note"])
 
 
 def high_impact(categories: pd.DataFrame) -> pd.DataFrame:

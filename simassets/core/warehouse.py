@@ -78,6 +78,7 @@ class Warehouse:
         self.home = (home or paths.home()).resolve()
         self.root = self.home / "warehouse"
         self.db_path = self.home / "simassets.duckdb"
+        self._schema_checked: set[str] = set()
 
     # ------------------------------------------------------------------ files
     def table(self, name: str) -> Table:
@@ -209,12 +210,16 @@ class Warehouse:
     def _ensure_schema_file(self, table: Table) -> None:
         """A zero-row file with the full schema, so every table's glob matches at least one file."""
         path = self.root / table.name / SCHEMA_DIR / "empty.parquet"
-        if path.exists():
+        if table.name in self._schema_checked:
             return
+        if path.exists() and pq.read_schema(path).remove_metadata().equals(table.schema.remove_metadata()):
+            self._schema_checked.add(table.name)
+            return  # rewritten when the schema gains a column, so the view shows it for old partitions too
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".empty.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         pq.write_table(table.schema.empty_table(), tmp)
         os.replace(tmp, path)
+        self._schema_checked.add(table.name)
 
     def _view_select(self, name: str) -> str:
         return f"select * from read_parquet({sql_literal(self.glob(name))}, union_by_name = true)"

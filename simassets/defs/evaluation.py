@@ -6,6 +6,7 @@ from importlib.metadata import version
 import dagster as dg
 import pandas as pd
 
+from simassets.core import stats
 from simassets.core.computation import SCORES_IN_UNIT, Call, Computation, Output, Scope, Upstream, table_md
 from simassets.core.hashing import canonical_json
 from simassets.core.schema import BENCHMARK_EXAMPLES, BENCHMARK_SCORES, EXAMPLE_RESULTS
@@ -55,17 +56,21 @@ def _evaluate(call: Call) -> Output:
         "choice_logliks": list(e.choice_logliks), "input_nll": e.input_nll, "input_n_tokens": e.input_n_tokens,
         "params": params} for e in result.examples])
     s = result.score
+    (acc_lo,), (acc_hi,) = stats.wilson_interval([s.acc * s.n], [s.n])
+    norm_k = s.acc_norm * s.n if s.acc_norm is not None else float("nan")
+    (norm_lo,), (norm_hi,) = stats.wilson_interval([norm_k], [s.n])
     scores = pd.DataFrame([{
         "category": bspec.category, "language": bspec.language, "n": s.n, "acc": s.acc, "acc_stderr": s.acc_stderr,
         "acc_norm": s.acc_norm, "acc_norm_stderr": s.acc_norm_stderr, "primary_metric": s.primary_metric,
-        "random_baseline": s.random_baseline, "normalized_score": s.normalized_score,
+        "random_baseline": s.random_baseline, "normalized_score": s.normalized_score, "acc_ci_low": acc_lo,
+        "acc_ci_high": acc_hi, "acc_norm_ci_low": norm_lo, "acc_norm_ci_high": norm_hi,
         "model_fingerprint": call.inputs["model"], "params": params}])
     return Output({EXAMPLE_RESULTS: ex, BENCHMARK_SCORES: scores}, metadata={
         "n": s.n, "acc": s.acc, "acc_stderr": s.acc_stderr, "acc_norm": s.acc_norm,
         "normalized_score": s.normalized_score, "random_baseline": s.random_baseline,
         "eval_seconds": round(result.seconds, 2), "examples_per_second": round(s.n / max(result.seconds, 1e-9), 2),
         "model_fingerprint": call.inputs["model"][:16],
-        "scores": table_md(scores[["n", "acc", "acc_norm", "normalized_score"]])})
+        "scores": table_md(scores[["n", "acc", "acc_ci_low", "acc_ci_high", "acc_norm", "normalized_score"]])})
 
 
 def _cost(scope: Scope, keys) -> float:

@@ -22,7 +22,7 @@ from simassets.core.studies import (StudyData, agreement_table, correlation_tabl
                                     per_example_table, study_params)
 from simassets.defs.factory import build
 
-CODE_VERSION = "2"
+CODE_VERSION = "3"  # 3: exact / permutation p, two-level intervals
 AGREEMENT_METHOD = "spearman"
 
 
@@ -129,9 +129,10 @@ def _study_step(asset: str, description: str) -> Computation:
 
 CORRELATIONS_STEP = _study_step(
     "correlations", "Per study: Spearman, Pearson and Kendall correlation of every dataset-level similarity measure "
-                    "with each score across the study's benchmarks, per model and corpus (n, analytic and permutation "
-                    "p, bootstrap CI, Benjamini-Yekutieli p_adj over the study's grid, r oriented so + means 'more "
-                    "similar => better'); scatter plots.")
+                    "with each score across the study's benchmarks, per model and corpus (n; exact p up to n = 10, "
+                    "else permutation, with the asymptotic p beside it; bootstrap CI over benchmarks and the two-level "
+                    "CI that also re-estimates each score from its examples; Benjamini-Yekutieli p_adj over the "
+                    "study's grid; r oriented so + means 'more similar => better'); scatter plots.")
 MEASURE_AGREEMENT_STEP = _study_step(
     "measure_agreement", "Per study: do the similarity measures agree? Spearman correlation of every pair of oriented "
                          "dataset-level measures over (corpus, benchmark) pairs (corpus '*') and over benchmarks within "

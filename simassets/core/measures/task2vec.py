@@ -6,10 +6,14 @@ batch (Achille et al. 2019, Task2Vec), as Miranda et al. ("Beyond Scale: the Div
 coefficient) use it. What their code does, and what this module does:
 
 * **Fisher estimator.** Theirs (``montecarlo_fisher_autoregressive``): for each loader mini-batch of
-  8 sequences, sample a target token at every position from the model's own predictive
-  distribution (Task2Vec's Monte-Carlo Fisher, not the dataset's next token), take the gradient of
-  the mean token cross-entropy, square it elementwise, and average the squares over mini-batches.
-  Here: the same, with ``fisher_batch_size`` sequences per backward pass, by default 1. Their
+  8 sequences, sample a target token from the model's own predictive distribution (Task2Vec's
+  Monte-Carlo Fisher, not the dataset's next token), take the gradient of the mean token
+  cross-entropy, square it elementwise, and average the squares over mini-batches. Their code shifts
+  logits and sampled targets as for a next-token loss, so position t's logits meet the target
+  sampled from position t+1's distribution. Here each position's logits are paired with the target
+  sampled from *those* logits -- the textbook Fisher E_{y~p(.|x)}[grad log p(y|x)^2]; the shifted
+  pairing is not a Fisher of any distribution the model defines. ``fisher_batch_size`` sequences
+  per backward pass, by default 1. Their
   task batch of 512 sequences averages 64 squared mini-batch gradients; a batch of 8 in one pass
   would average a single one, whose Monte-Carlo noise swamps the differences between datasets, so
   at this scale each sequence gets its own pass (8 squared gradients). ``fisher="empirical"``
@@ -41,8 +45,10 @@ coefficient) use it. What their code does, and what this module does:
   cached final hidden states (Task2Vec's "fit the classifier on cached features") and restores the
   head afterwards; the default 0 skips it (at lr 5e-5 a handful of steps barely moves a pretrained
   head, and each epoch costs another pass through the head).
-* **Batches.** Theirs shuffles the dataset with seed ``seed + task`` and takes ``batch_size`` texts,
-  each truncated to its first ``max_seq_length`` (128) tokens -- one sequence per text, no chunking.
+* **Batches.** Theirs (``get_diversity_coefficient``) reshuffles the streamed dataset with the *same*
+  seed before every batch (``dataset.shuffle(buffer_size, seed=seed)`` inside the batch loop), so
+  successive batches are drawn from the same shuffle rather than independently; each text is
+  truncated to its first ``max_seq_length`` (128) tokens -- one sequence per text, no chunking.
   Here batch ``b`` is the ``batch_size`` texts with the smallest stable hash under ``(seed, b)``, so
   batches are drawn independently (they may share texts) and do not depend on the input order; each
   text is truncated to its first ``seq_len`` tokens (the tokenizer's own special tokens, no extra
@@ -52,10 +58,11 @@ coefficient) use it. What their code does, and what this module does:
   vectors, which keeps ``d`` invariant to the scale of the Fisher. Fisher values are non-negative,
   so ``d`` lies in [0, 1].
 * **Coefficients.** Diversity = mean distance over the pairs of distinct batches of one dataset;
-  alignment = 1 - mean distance over all (batch of A, batch of B) pairs. The 95% interval is
-  ``mean +- t(0.975, n-1) * sd / sqrt(n)`` over the pair distances, as their
-  ``mean_confidence_interval``; the pairs share batches and are not independent, so it is narrower
-  than an honest interval would be.
+  alignment = 1 - mean distance over all (batch of A, batch of B) pairs. Theirs reports mean +- the
+  population standard deviation of the pair distances (``stats_of_distance_matrix``), a spread, not
+  an interval for the mean. Here the 95% interval is ``mean +- t(0.975, n-1) * sd / sqrt(n)`` over the
+  pair distances; the pairs share batches and are not independent, so even this is narrower than an
+  honest interval would be.
 """
 
 from __future__ import annotations
