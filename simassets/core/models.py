@@ -446,8 +446,10 @@ def dequantized_dir(gguf_file: Path, fingerprint_: str) -> tuple[Path, bool]:
     import fcntl
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    locks = paths.cache_dir() / "locks"  # beside the models: a failed conversion leaves nothing among them
+    locks.mkdir(parents=True, exist_ok=True)
     # one process de-quantizes, the others wait for it (two would only share the cores and write the same files)
-    with open(target.parent / f".{fingerprint_[:16]}.lock", "w") as lock:
+    with open(locks / f"dequantize-{fingerprint_[:16]}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / _CACHE_MARKER).is_file():
             return target, True
