@@ -225,19 +225,29 @@ class _Null:
             self.r_obs = abs(float(self.xc @ self.yc) / self.norm)
         else:
             i, j = np.triu_indices(x.size, 1)
-            self.i, self.j, self.y = i, j, y
-            self.sx = np.sign(x[j] - x[i])
+            sx = np.sign(x[j] - x[i])
             sy = np.sign(y[j] - y[i])
-            self.norm = math.sqrt(float(self.sx @ self.sx) * float(sy @ sy))
-            self.r_obs = abs(float(self.sx @ sy) / self.norm)
+            self.norm = math.sqrt(float(sx @ sx) * float(sy @ sy))
+            self.r_obs = abs(float(sx @ sy) / self.norm)
+            self.s_obs = abs(float(sx @ sy))  # the concordance sum: an integer, compared exactly
+            # only pairs untied in x count; y as small dense ranks: int16 differences and float32 sums are ~10x
+            # faster than float64 on the studies' n = 39 (same sums: they are small integers)
+            keep = sx != 0
+            self.i, self.j, self.sx = i[keep], j[keep], sx[keep].astype(np.float32)
+            self.y = sps.rankdata(y, method="dense").astype(np.int16)
 
     def abs_r(self, perms: np.ndarray) -> np.ndarray:
         if self.method == "pearson":
             return np.abs(self.yc[perms] @ self.xc) / self.norm
+        return self._abs_s(perms) / self.norm
+
+    def _abs_s(self, perms: np.ndarray) -> np.ndarray:
         yp = self.y[perms]
-        return np.abs(np.sign(yp[:, self.j] - yp[:, self.i]) @ self.sx) / self.norm
+        return np.abs(np.sign(yp[:, self.j] - yp[:, self.i]).astype(np.float32) @ self.sx)
 
     def hits(self, perms: np.ndarray) -> int:
+        if self.method == "kendall":
+            return int((self._abs_s(perms) >= self.s_obs - 0.5).sum())
         return int((self.abs_r(perms) >= self.r_obs - 1e-12).sum())
 
 
@@ -256,7 +266,7 @@ def monte_carlo_pvalue(x: np.ndarray, y: np.ndarray, method: str, n_perm: int,
     null = _Null(np.asarray(x, float), np.asarray(y, float), method)
     hits = 0
     for k in _batches(n_perm, x.size if null.method == "pearson" else x.size * 8):
-        hits += null.hits(rng.permuted(np.tile(np.arange(x.size), (k, 1)), axis=1))
+        hits += null.hits(rng.permuted(np.tile(np.arange(x.size, dtype=np.int16), (k, 1)), axis=1))
     return (hits + 1) / (n_perm + 1)
 
 
@@ -491,7 +501,7 @@ def agreement_matrix(df: pd.DataFrame, measures: Sequence[str], method: str = "s
     out = pd.DataFrame(np.nan, index=list(measures), columns=list(measures))
     for i, a in enumerate(measures):
         for b in measures[i:]:
-            r = correlate(num[a] * dirs[a][0], num[b] * dirs[b][0], method).r
+            r = correlate(num[a] * dirs[a][0], num[b] * dirs[b][0], method, p_method="asymptotic").r  # r only
             out.loc[a, b] = out.loc[b, a] = r
     return out
 
