@@ -2,8 +2,11 @@
 
     simassets report [--out DIR] [--profile quick|full] [--study NAME ...]
 
-Writes ``DIR/index.html`` (default ``<home>/report/<profile>``) with the figures copied to
-``DIR/img/``; open it in any browser. Reads the warehouse Parquet files, never the DuckDB file.
+Writes ``DIR/index.html`` (default ``<home>/report/<profile>``): the answer first (accuracy against chance, per
+study one sentence and one heatmap), then contamination, interventions and the published tables reproduced;
+``DIR/study-<name>.html`` holds each study's evidence and ``DIR/setup.html`` the setup. Figures go to
+``DIR/fig/`` (drawn, cached by their data) and ``DIR/img/`` (copied from the study assets). Open it in any
+browser, from ``file://``; nothing is fetched. Reads the warehouse Parquet files, never the DuckDB file.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # CatalogError is a ValueError
         print(f"simassets report: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {report.path} ({len(report.images)} figures, {len(report.caveats)} caveats)")
+    print(f"wrote {report.path} ({len(report.index_figures)} figures on the first page, {len(report.images)} in all, "
+          f"{len(report.caveats)} caveats)")
     print(f"open file://{report.path.resolve()}")
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_studies import build_study, materialize
+from test_studies import BENCHES, _write, build_study, materialize
 
 from simassets import report_cmd
 from simassets.core import plots
@@ -24,6 +24,20 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     catalog_dir, home = build_study(tmp_path_factory.mktemp("report"))
+    materialize(catalog_dir, home, "english")
+    return catalog_dir, home
+
+
+@pytest.fixture(scope="module")
+def study_with_constant(tmp_path_factory):
+    """The same study plus a measure that is 0 for every benchmark (as 13-gram contamination is for XCOPA)."""
+    catalog_dir, home = build_study(tmp_path_factory.mktemp("report_constant"))
+    wh = Warehouse(home)
+    for b in BENCHES:
+        for c in ("c1", "c2"):
+            _write(wh, "dataset_similarity", {"corpus": c, "benchmark": b, "asset": "text_similarity"},
+                   [{"corpus": c, "benchmark": b, "model": "", "measure": "contaminated_fraction_13", "value": 0.0,
+                     "n": 4}])
     materialize(catalog_dir, home, "english")
     return catalog_dir, home
 
@@ -64,7 +78,10 @@ def test_image_markdown_embeds_the_first_figures_and_lists_the_rest(tmp_path):
 def test_figure_files_are_pngs(study):
     _, home = study
     figs = sorted((home / "plots" / "quick" / "english").glob("*.png"))
-    assert len(figs) == 7
+    assert [f.name for f in figs] == [
+        "agreement_m1.png", "examples_m1_max_cosine.png", "examples_m1_toy_model_measure.png",
+        "examples_m2_max_cosine.png", "headline_normalized_score.png", "scatter_normalized_score_max_cosine.png",
+        "scatter_normalized_score_toy_model_measure.png", "scatter_normalized_score_unigram_kl.png"]
     for f in figs:
         data = f.read_bytes()
         assert data[:8] == PNG and len(data) > 5_000  # a real drawing, not an empty canvas
@@ -80,26 +97,84 @@ def test_report_holds_tables_images_and_caveats(study, tmp_path):
     catalog_dir, home = study
     out = tmp_path / "report"
     rep = build_report(Warehouse(home), load_catalog(catalog_dir / "catalog.toml"), "quick", out)
-    page = rep.path.read_text()
+    page = (out / "study-english.html").read_text()
     parsed = _Page()
     parsed.feed(page)
-    # every <img> is a relative link to a copied, non-empty PNG
-    assert len(parsed.imgs) == 7 and len(rep.images) == 7
+    # every <img> of the evidence page is a relative link to a copied, non-empty PNG
+    assert len(parsed.imgs) == 8 and parsed.imgs[0] == "img/english/headline_normalized_score.png"
     for src in parsed.imgs:
         assert not src.startswith(("/", "file:", "data:"))
         assert (out / src).read_bytes()[:8] == PNG
-    for header in ("corpus", "model", "measure", "median_auroc", "acc_q1_least_similar", "expected_sign", "p_adj"):
+    for header in ("corpus", "model", "measure", "median_auroc", "acc_q1_least_similar", "expected_sign", "p_adj",
+                   "p_method", "ci2_low"):
         assert header in parsed.headers, header
-    assert "Study “english”" in page and "Study “tiny”" in page
-    assert "correlations not materialized for this study" in page  # tiny was never materialized
+    index = rep.path.read_text()
+    assert "Study “english”" in index and "Study “tiny”" in index
+    assert "correlations not materialized for this study" in index  # tiny was never materialized
+    parsed = _Page()
+    parsed.feed(index)
     caveats = " ".join(parsed.items)
     assert "max_cosine: 1 (corpus, benchmark) value(s) carry a warning" in caveats and "at floor (synthetic)" in caveats
-    assert "rest on fewer than 10 benchmarks (n = 5–5)" in caveats
+    assert "rest on fewer than 10 benchmarks" in caveats
     assert "direction not registered, assumed +1 for toy_model_measure" in caveats
-    assert "(no corpus: model-based)" in parsed.headers
+    assert "(no corpus: model-based)" in page
     # the oriented Spearman of m1's own KL on c1 is +1 (raw -1); its exact p at n = 5 is 2/5! = 0.017, which
     # the Benjamini-Yekutieli correction over the study's grid lifts above 0.05: no star
     assert re.search(r"<td class=t>unigram_kl</td><td class=t>1\.000 \(5\)</td>", page)
+    setup = (out / "setup.html").read_text()
+    assert "Benchmark scores" in setup and "acc 95% (Wilson)" in setup
+
+
+def test_the_first_screen_answers(study_with_constant, tmp_path):
+    """The index leads with the answer: a sentence per materialized study generated from its correlations, one
+    heatmap per study, the accuracy against chance, the published tables reproduced; at most 12 figures; no
+    scatter of a measure that is constant across the benchmarks (a line says it was left out)."""
+    catalog_dir, home = study_with_constant
+    out = tmp_path / "report"
+    rep = build_report(Warehouse(home), load_catalog(catalog_dir / "catalog.toml"), "quick", out)
+    index = rep.path.read_text()
+    parsed = _Page()
+    parsed.feed(index)
+    answer = re.findall(r"<p class='answer'>(.*?)</p>", index)
+    assert len(answer) == 2  # the models, then the one materialized study
+    assert re.match(r"m1: mean accuracy 0\.50 against a mean chance level of 0\.25 over 6 benchmarks",
+                    answer[0]), answer[0]
+    assert re.match(
+        r"No correlation survives Benjamini–Yekutieli at 0\.05: 0 of \d+ spearman correlations of a "
+        r"measure with normalized_score \(n = 5–5 benchmarks\).* The strongest is .* p = .*\(exact\), "
+        r"p_adj = .*, n = 5\.",
+        answer[1],
+    ), answer[1]
+    assert parsed.imgs == ["fig/accuracy.png", "fig/headline_english.png"] and len(parsed.imgs) <= 12
+    assert rep.index_figures == [out / "fig" / "accuracy.png", out / "fig" / "headline_english.png"]
+    assert index.index("class='answer'") < index.index("<h2 id='reproduced'>")  # the answer comes first
+    assert "Reproduced from the papers" in index and "Tables 1 (Spearman)" in index
+    assert re.search(r"60 of 60 r and 60 of 60 asymptotic p agree", index)
+    figs = {p.name for p in (home / "plots" / "quick" / "english").glob("scatter_*.png")}
+    assert figs and not any("contaminated_fraction_13" in f for f in figs)
+    assert (
+        "normalized_score vs contaminated_fraction_13 (c1): the measure is 0 for every benchmark"
+        in (out / "study-english.html").read_text()
+    )
+    # drawn once: a second report with the same data does not redraw; new data does
+    stamp = (out / "fig" / "headline_english.png").stat().st_mtime_ns
+    build_report(Warehouse(home), load_catalog(catalog_dir / "catalog.toml"), "quick", out)
+    assert (out / "fig" / "headline_english.png").stat().st_mtime_ns == stamp
+
+
+def test_informative_and_cached_figure(tmp_path):
+    assert plots.informative([1, 2, 3], [3, 1, 2]) == ""
+    assert plots.informative([0, 0, 0, 0], [1, 2, 3, 4]) == "the measure is 0 for every benchmark"
+    assert plots.informative([1, 2, 3], [5, 5, 5]) == "the score is 5 for every benchmark"
+    assert plots.informative([1, float("nan")], [1, 2]) == "1 point(s)"
+    calls = []
+    draw = lambda p: (calls.append(p), p.write_bytes(PNG))  # noqa: E731
+    path = tmp_path / "f.png"
+    plots.cached_figure(path, {"x": [1, 2]}, draw)
+    plots.cached_figure(path, {"x": [1, 2]}, draw)
+    assert len(calls) == 1
+    plots.cached_figure(path, {"x": [1, 3]}, draw)
+    assert len(calls) == 2
 
 
 def test_report_command_writes_the_page_and_refuses_unknown_studies(study, tmp_path, monkeypatch, capsys):

@@ -283,8 +283,8 @@ def test_plots_written_and_embedded_in_metadata(study_run):
     plot_dir = home / "plots" / "quick" / "english"
     names = sorted(p.name for p in plot_dir.glob("*.png"))
     assert names == ["agreement_m1.png", "examples_m1_max_cosine.png", f"examples_m1_{TOY}.png",
-                     "examples_m2_max_cosine.png", "scatter_normalized_score_max_cosine.png",
-                     f"scatter_normalized_score_{TOY}.png", "scatter_normalized_score_unigram_kl.png"]
+                     "examples_m2_max_cosine.png", "headline_normalized_score.png",
+                     "scatter_normalized_score_max_cosine.png", f"scatter_normalized_score_{TOY}.png", "scatter_normalized_score_unigram_kl.png"]
     assert all((plot_dir / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
     for mat in result.get_asset_materialization_events():
         md = mat.event_specific_data.materialization.metadata

@@ -27,58 +27,11 @@ import pytest
 
 from simassets import correlate_cmd
 from simassets.core import stats
-from simassets.core.paths import data_root
+from simassets.core.reproduction import DIRECTIONS, PAIRS, SCORES, yauney_csv, yauney_tables
+from simassets.core.reproduction import expected as _expected
 
-CSV = data_root() / "published" / "yauney2023" / "bigbench-raw-results-multiple-choice.csv"
+CSV = yauney_csv()
 pytestmark = pytest.mark.skipif(not CSV.is_file(), reason=f"published data not found: {CSV}")
-
-SCORES = [f"{m} normalized aggregate score" for m in (
-    "Pythia 6.9B (0 shot)", "T5 v1.1 XL (0 shot)", "T5 v1.1 XL (2 shot)",
-    "FLAN-T5 XL (0 shot)", "FLAN-T5 XL (2 shot)")]
-_PPL = "perplexity per token (mean across examples)"
-# table row -> (measure column for each of the five SCORES columns, direction: -1 = less similar)
-ROWS: dict[str, tuple[list[str], int]] = {
-    "Bigram KL-divergence": (["Average KL-divergence from the Pile (Hashed WPT bigrams)"]
-                             + ["Average KL-divergence from C4 (Hashed WPT bigrams)"] * 4, -1),
-    "MAUVE score": (["Average MAUVE score with the Pile"] + ["Average MAUVE score with C4"] * 4, 1),
-    "Max cosine similarity": (["Mean max cosine similarity with the Pile (mean across examples)"]
-                              + ["Mean max cosine similarity with C4 (mean across examples)"] * 4, 1),
-    "Mean cosine similarity": (["Mean top 1000 cosine similarity with the Pile (mean across examples)"]
-                               + ["Mean top 1000 cosine similarity with C4 (mean across examples)"] * 4, 1),
-    "Input perplexity": ([f"Pythia 6.9B (0 shot) input with choices {_PPL}"]
-                         + [f"T5 v1.1 XL (0 shot) input with choices {_PPL}"] * 2
-                         + [f"FLAN-T5 XL (0 shot) input with choices {_PPL}"] * 2, -1),
-    "Correct target perplexity": ([f"{m} correct choice {_PPL}" for m in (
-        "Pythia 6.9B (0 shot)", "T5 v1.1 XL (0 shot)", "T5 v1.1 XL (2 shot)",
-        "FLAN-T5 XL (0 shot)", "FLAN-T5 XL (2 shot)")], -1),
-}
-PAIRS = [(measure, score) for cols, _ in ROWS.values() for measure, score in zip(cols, SCORES)]
-DIRECTIONS = {m: d for cols, d in ROWS.values() for m in cols}
-
-# Table 1 (Spearman rho, p) and Table 3 (Pearson r, p); columns: Pythia-6.9B 0-shot (the Pile),
-# T5 v1.1 XL 0-shot, 2-shot, FLAN-T5 XL 0-shot, 2-shot (C4). See the module docstring for provenance.
-TABLE1 = {
-    "Bigram KL-divergence": [(-0.06, .837), (-0.10, .708), (-0.04, .897), (-0.67, .005), (-0.64, .007)],
-    "MAUVE score": [(-0.36, .165), (0.19, .478), (0.27, .318), (0.26, .329), (0.46, .075)],
-    "Max cosine similarity": [(0.08, .778), (-0.10, .716), (-0.26, .339), (0.14, .594), (-0.13, .633)],
-    "Mean cosine similarity": [(0.07, .795), (-0.05, .867), (-0.19, .478), (0.19, .492), (-0.10, .713)],
-    "Input perplexity": [(0.09, .729), (-0.13, .644), (-0.24, .374), (-0.16, .542), (0.12, .664)],
-    "Correct target perplexity": [(0.44, .085), (0.09, .745), (-0.02, .948), (-0.21, .431), (-0.25, .356)],
-}
-TABLE3 = {
-    "Bigram KL-divergence": [(-0.09, .754), (0.05, .841), (0.02, .942), (-0.55, .029), (-0.64, .007)],
-    "MAUVE score": [(-0.26, .331), (-0.14, .616), (-0.04, .873), (0.40, .122), (0.32, .226)],
-    "Max cosine similarity": [(0.39, .132), (-0.21, .435), (-0.32, .227), (0.05, .840), (-0.14, .595)],
-    "Mean cosine similarity": [(0.41, .119), (-0.19, .472), (-0.29, .284), (0.08, .771), (-0.13, .632)],
-    "Input perplexity": [(-0.06, .835), (0.08, .775), (0.04, .888), (-0.16, .545), (0.09, .733)],
-    "Correct target perplexity": [(0.58, .018), (-0.04, .869), (0.06, .838), (-0.19, .492), (-0.16, .545)],
-}
-TABLES = {"spearman": TABLE1, "pearson": TABLE3}
-
-
-def _expected(method: str) -> dict[tuple[str, str], tuple[float, float]]:
-    return {pair: cell for row, cells in TABLES[method].items()
-            for pair, cell in zip(zip(ROWS[row][0], SCORES), cells)}
 
 
 def _close(value: float, printed: float, decimals: int) -> bool:
@@ -164,3 +117,13 @@ def test_correlate_command_gives_the_same_figures(tmp_path, capsys, method):
     for pair, (r_pub, p_pub) in _expected(method).items():
         assert _close(cells.loc[pair, "r"], r_pub, 2) and _close(cells.loc[pair, "p"], p_pub, 3), pair
         assert cells.loc[pair, "n"] == 16 and cells.loc[pair, "method"] == method
+
+
+def test_side_by_side_table_for_the_report():
+    """The report's "Reproduced from the papers" table: every published cell, ours beside it."""
+    t = yauney_tables()
+    assert len(t) == 60 and set(t["table"]) == {1, 3}
+    assert all(_close(r, pub, 2) for r, pub in zip(t["r"], t["r_published"]))
+    assert all(_close(p, pub, 3) for p, pub in zip(t["p_asymptotic"], t["p_published"]))
+    assert t["p_method"].str.startswith("monte-carlo").all() and (t["p_adj"] > 0.05).all()
+

@@ -1,5 +1,9 @@
 """A study's figures (matplotlib, Agg backend, PNG) and their embedding as markdown images.
 
+* ``headline_<score>.png`` -- the answer at a glance: oriented correlation of every measure (rows) with the score
+  against every corpus (columns), one panel per model, a star where p_adj < 0.05, n in the caption.
+* ``accuracy.png`` -- each model's accuracy per benchmark with its Wilson 95% interval, against chance.
+
 * ``scatter_<score>_<measure>.png`` -- one panel per corpus: the score of each benchmark against the
   measure, one colour per model, a least-squares line and Spearman's rho (p_adj, n) in the legend.
 * ``agreement[_<model>].png`` -- the oriented measure x measure Spearman matrix pooled over
@@ -25,6 +29,150 @@ from simassets.core.studies import NO_CORPUS, POOLED, StudyData
 
 DPI = 90
 MAX_LABELLED = 15  # label points with benchmark names up to this many benchmarks per panel
+MIN_FONT = 9  # points: readable at 100 % zoom
+
+
+def diverging_cmap():
+    """Crameri's *vik*: perceptually uniform, light at 0, readable with every common colour-vision deficiency
+    (matplotlib's RdBu is not uniform in lightness); coolwarm when cmcrameri is absent."""
+    try:
+        from cmcrameri import cm
+
+        return cm.vik
+    except ImportError:  # pragma: no cover - cmcrameri is a dependency
+        return "coolwarm"
+
+
+def informative(x: Iterable[float], y: Iterable[float]) -> str:
+    """``""`` when a scatter of ``x`` against ``y`` can show anything; else why not (a constant axis, < 3 points)."""
+    xa, ya = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
+    ok = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[ok], ya[ok]
+    if xa.size < 3:
+        return f"{xa.size} point(s)"
+    if np.ptp(xa) == 0:
+        return f"the measure is {xa[0]:g} for every benchmark"
+    if np.ptp(ya) == 0:
+        return f"the score is {ya[0]:g} for every benchmark"
+    return ""
+
+
+def cached_figure(path: Path, key: object, draw) -> Path:
+    """Render ``draw(path)`` only when ``key`` (the figure's data and parameters) changed since the file was
+    written: the key's hash sits beside the PNG (``.<name>.key``)."""
+    from simassets.core.hashing import canonical_json, sha256_text
+
+    digest = sha256_text(canonical_json(key))
+    stamp = path.with_name(f".{path.name}.key")
+    if path.is_file() and stamp.is_file() and stamp.read_text() == digest:
+        return path
+    draw(path)
+    stamp.write_text(digest)
+    return path
+
+
+def headline_heatmap(corr: pd.DataFrame, path: Path, study: str, score: str, method: str = "spearman") -> Path | None:
+    """Oriented ``method`` correlation of every measure with ``score`` against every corpus, a panel per model;
+    ``*`` marks p_adj < 0.05, ``·`` p < 0.05 before correction; blank = undefined or absent."""
+    sub = corr[(corr["method"] == method) & (corr["score"] == score)]
+    if sub.empty:
+        return None
+    models = sorted(sub["model"].unique())
+    measures = sorted(sub["measure"].unique())
+    corpora = [c for c in sorted(sub["corpus"].unique()) if c != NO_CORPUS] + (
+        [NO_CORPUS] if NO_CORPUS in set(sub["corpus"]) else [])
+    key = {"rows": sub[["model", "corpus", "measure", "r_oriented", "p", "p_adj", "n"]].round(6).astype(str)
+           .to_numpy().tolist(), "study": study, "score": score, "method": method, "v": 1}
+
+    def draw(out: Path) -> None:
+        plt = _pyplot()
+        w = 1.6 + 0.95 * len(corpora)
+        fig, axes = plt.subplots(1, len(models), figsize=(max(5.5, w * len(models) + 2.2), 1.6 + 0.42 * len(measures)),
+                                 squeeze=False)
+        im = None
+        for ax, model in zip(axes.flat, models):
+            m = sub[sub["model"] == model].set_index(["measure", "corpus"])
+            grid = np.full((len(measures), len(corpora)), np.nan)
+            for i, meas in enumerate(measures):
+                for j, c in enumerate(corpora):
+                    if (meas, c) in m.index:
+                        row = m.loc[(meas, c)]
+                        grid[i, j] = row["r_oriented"]
+                        mark = "*" if row["p_adj"] < 0.05 else ("·" if row["p"] < 0.05 else "")
+                        if np.isfinite(row["r_oriented"]):
+                            ax.text(j, i, f"{row['r_oriented']:+.2f}{mark}", ha="center", va="center",
+                                    fontsize=MIN_FONT, color="white" if abs(row["r_oriented"]) > 0.55 else "black")
+            im = ax.imshow(grid, cmap=diverging_cmap(), vmin=-1, vmax=1, aspect="auto")
+            ax.set_xticks(range(len(corpora)), [c or "(model-based)" for c in corpora], rotation=30, ha="right",
+                          fontsize=MIN_FONT)
+            ax.set_yticks(range(len(measures)), measures, fontsize=MIN_FONT)
+            ax.set_xlabel("corpus", fontsize=MIN_FONT)
+            ns = sub.loc[sub["model"] == model, "n"]
+            ax.set_title(f"{model or 'every model'}: n = {int(ns.min())}–{int(ns.max())} benchmarks", fontsize=10)
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.9, 
+                     label=f"oriented {method} r (+: more similar ⇒ better)")
+        fig.suptitle(
+            f"study {study}: does similarity predict {score}?  * p_adj < 0.05   · p < 0.05 uncorrected", fontsize=10
+        )
+        _save(fig, out)
+
+    return cached_figure(path, key, draw)
+
+
+def accuracy_figure(scores: pd.DataFrame, path: Path, title: str) -> Path | None:
+    """Per model, the primary accuracy of each benchmark with its Wilson 95% interval, and the chance level."""
+    if scores.empty:
+        return None
+    df = scores.copy()
+    df["primary"] = np.where(df["primary_metric"] == "acc_norm", df["acc_norm"], df["acc"]).astype(float)
+    df = df.sort_values(["model", "primary"])
+    key = {
+        "rows": df[["model", "benchmark", "n", "primary", "random_baseline"]].round(6).astype(str).to_numpy().tolist(),
+        "title": title,
+        "v": 1,
+    }
+
+    def draw(out: Path) -> None:
+        plt = _pyplot()
+        models = sorted(df["model"].unique())
+        nb = df.groupby("model").size().max()
+        fig, axes = plt.subplots(1, len(models), figsize=(max(6.0, 0.24 * nb + 2.5) * len(models), 4.4), squeeze=False)
+        for ax, model in zip(axes.flat, models):
+            g = df[df["model"] == model].reset_index(drop=True)
+            lo, hi = stats.wilson_interval(g["primary"] * g["n"], g["n"])
+            above = lo > g["random_baseline"].to_numpy(float)
+            x = np.arange(len(g))
+            ax.errorbar(
+                x,
+                g["primary"],
+                yerr=[g["primary"] - lo, hi - g["primary"]],
+                fmt="o",
+                ms=4,
+                lw=1,
+                color="#1f4e8c",
+                ecolor="#7a9cc6",
+                label="accuracy, Wilson 95%",
+            )
+            ax.scatter(
+                x[above],
+                g["primary"][above],
+                s=40,
+                facecolors="none",
+                edgecolors="#b35806",
+                label="interval above chance",
+                zorder=3,
+            )
+            ax.plot(x, g["random_baseline"], "_", ms=10, mew=2, color="#444", label="chance")
+            ax.set_xticks(x, g["benchmark"], rotation=90, fontsize=MIN_FONT - 1 if len(g) > 30 else MIN_FONT)
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("accuracy (primary metric)", fontsize=MIN_FONT)
+            ax.set_title(f"{model}: {int(above.sum())} of {len(g)} benchmarks above chance", fontsize=10)
+            ax.legend(fontsize=MIN_FONT - 1, loc="upper left", frameon=False)
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        _save(fig, out)
+
+    return cached_figure(path, key, draw)
 
 
 def plots_dir(home: Path, profile: str, study: str) -> Path:
@@ -99,7 +247,13 @@ def scatter_figures(data: StudyData, corr: pd.DataFrame, out: Path) -> list[Path
     paths = []
     for score in data.spec.scores:
         for measure, mdf in ds.groupby("measure", sort=True):
-            corpora = _panel_corpora(data, mdf["corpus"])
+            corpora = [
+                c
+                for c in _panel_corpora(data, mdf["corpus"])
+                if not informative(mdf.loc[mdf["corpus"] == c, "value"], mdf.loc[mdf["corpus"] == c, score])
+            ]
+            if not corpora:
+                continue  # no panel where both axes vary: see uninformative_scatters
             fig, axes = _panels(len(corpora), ncols_max=3, size=(4.2, 3.8))
             for ax, corpus in zip(axes.flat, corpora):
                 for model in models:
@@ -112,8 +266,11 @@ def scatter_figures(data: StudyData, corr: pd.DataFrame, out: Path) -> list[Path
                     if key in rho.index:
                         row = rho.loc[key]
                         name = "ρ" if method == "spearman" else method
-                        label += (f": {name} undefined, n = {row['n']}" if pd.isna(row["r"]) else
-                                  f": {name} = {row['r']:+.2f} (p_adj {row['p_adj']:.2g}), n = {row['n']}")
+                        label += (
+                            f": {name} undefined, n = {row['n']}"
+                            if pd.isna(row["r"])
+                            else f": {name} = {row['r']:+.2f} (p_adj {row['p_adj']:.2g}), n = {row['n']}"
+                        )
                     ax.scatter(x, y, s=18, color=colours[model], label=label, alpha=0.85)
                     if len(np.unique(x)) > 1:
                         slope, icpt = np.polyfit(x, y, 1)
@@ -121,17 +278,35 @@ def scatter_figures(data: StudyData, corr: pd.DataFrame, out: Path) -> list[Path
                         ax.plot(xs, slope * xs + icpt, color=colours[model], lw=1)
                     if len(pts) <= MAX_LABELLED:
                         for xi, yi, b in zip(x, y, pts["benchmark"]):
-                            ax.annotate(str(b), (xi, yi), fontsize=6, alpha=0.7, xytext=(2, 2), textcoords="offset points")
+                            ax.annotate(
+                                str(b),
+                                (xi, yi),
+                                fontsize=MIN_FONT,
+                                alpha=0.7,
+                                xytext=(2, 2),
+                                textcoords="offset points",
+                            )
                 ax.set_title(_title(corpus), fontsize=9)
-                ax.set_xlabel(_direction_label(str(measure)), fontsize=7)
-                ax.set_ylabel(score, fontsize=8)
-                ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
-            for ax in list(axes.flat)[len(corpora):]:
+                ax.set_xlabel(_direction_label(str(measure)), fontsize=MIN_FONT)
+                ax.set_ylabel(score, fontsize=MIN_FONT)
+                ax.legend(fontsize=MIN_FONT, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+            for ax in list(axes.flat)[len(corpora) :]:
                 ax.axis("off")
             fig.suptitle(f"study {data.spec.name}: {score} vs {measure} across benchmarks", fontsize=10)
             fig.tight_layout()
             paths.append(_save(fig, out / f"scatter_{safe_name(score)}_{safe_name(str(measure))}.png"))
     return paths
+
+
+def uninformative_scatters(data: StudyData) -> list[str]:
+    """The (score, measure, corpus) scatters left out because an axis is constant, and why."""
+    out = []
+    for score in data.spec.scores:
+        for (measure, corpus), g in data.dataset.groupby(["measure", "corpus"], sort=True):
+            why = informative(g["value"], g[score])
+            if why:
+                out.append(f"{score} vs {measure} ({_title(corpus)}): {why}")
+    return out
 
 
 def agreement_figures(agree: pd.DataFrame, out: Path, study: str) -> list[Path]:
@@ -143,17 +318,27 @@ def agreement_figures(agree: pd.DataFrame, out: Path, study: str) -> list[Path]:
         n = g.pivot(index="measure_a", columns="measure_b", values="n")
         k = len(r)
         fig, ax = plt.subplots(figsize=(1.2 + 0.75 * k, 0.9 + 0.65 * k))
-        im = ax.imshow(r.to_numpy(float), cmap="RdBu_r", vmin=-1, vmax=1)
-        ax.set_xticks(range(k), r.columns, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(k), r.index, fontsize=8)
+        im = ax.imshow(r.to_numpy(float), cmap=diverging_cmap(), vmin=-1, vmax=1)
+        ax.set_xticks(range(k), r.columns, rotation=45, ha="right", fontsize=MIN_FONT)
+        ax.set_yticks(range(k), r.index, fontsize=MIN_FONT)
         for i in range(k):
             for j in range(k):
                 v = r.iat[i, j]
-                ax.text(j, i, "n/a" if pd.isna(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if not pd.isna(v) and abs(v) > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    "n/a" if pd.isna(v) else f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=MIN_FONT,
+                    color="white" if not pd.isna(v) and abs(v) > 0.6 else "black",
+                )
         fig.colorbar(im, ax=ax, shrink=0.8, label="Spearman ρ (oriented)")
-        ax.set_title(f"study {study}: measure agreement{f' ({model})' if model else ''}\n"
-                     f"over (corpus, benchmark) pairs, n ≤ {int(n.to_numpy().max())}", fontsize=9)
+        ax.set_title(
+            f"study {study}: measure agreement{f' ({model})' if model else ''}\n"
+            f"over (corpus, benchmark) pairs, n ≤ {int(n.to_numpy().max())}",
+            fontsize=9,
+        )
         fig.tight_layout()
         paths.append(_save(fig, out / (f"agreement_{safe_name(model)}.png" if model else "agreement.png")))
     return paths
@@ -171,7 +356,9 @@ def example_figures(data: StudyData, pe: pd.DataFrame, out: Path) -> list[Path]:
         return []
     dirs = stats.resolve_directions(sorted(ex["measure"].unique()))
     ex = ex.assign(oriented=ex["value"] * ex["measure"].map(lambda m: dirs[m][0]))
-    ex["z"] = ex.groupby(["model", "corpus", "benchmark", "measure"], group_keys=False)[["oriented"]].apply(_standardised)
+    ex["z"] = ex.groupby(["model", "corpus", "benchmark", "measure"], group_keys=False)[["oriented"]].apply(
+        _standardised
+    )
     paths = []
     for (model, measure), g in ex.groupby(["model", "measure"], sort=True):
         corpora = _panel_corpora(data, g["corpus"])
@@ -183,21 +370,29 @@ def example_figures(data: StudyData, pe: pd.DataFrame, out: Path) -> list[Path]:
             bins = np.linspace(-3, 3, 25)
             for correct, colour, name in ((True, "tab:green", "correct"), (False, "tab:red", "incorrect")):
                 z = c.loc[c["correct"] == correct, "z"].clip(-3, 3)
-                top.hist(z, bins=bins, density=True, histtype="step", lw=1.5, color=colour, label=f"{name} (n = {len(z)})")
+                top.hist(
+                    z, bins=bins, density=True, histtype="step", lw=1.5, color=colour, label=f"{name} (n = {len(z)})"
+                )
             rows = pe[(pe["model"] == model) & (pe["measure"] == measure) & (pe["corpus"] == corpus)]
             au = rows["auroc"].dropna()
-            top.set_title(f"{_title(corpus)}: median AUROC {au.median():.2f} over {len(au)} benchmarks" if len(au)
-                          else f"{_title(corpus)}: AUROC undefined", fontsize=8)
-            top.set_xlabel("similarity, z within benchmark (right = more similar)", fontsize=7)
-            top.legend(fontsize=6)
+            top.set_title(
+                f"{_title(corpus)}: median AUROC {au.median():.2f} over {len(au)} benchmarks"
+                if len(au)
+                else f"{_title(corpus)}: AUROC undefined",
+                fontsize=MIN_FONT,
+            )
+            top.set_xlabel("similarity, z within benchmark (right = more similar)", fontsize=MIN_FONT)
+            top.legend(fontsize=MIN_FONT)
             acc = rows[[f"acc_q{q}" for q in range(1, 5)]].mean()
             bottom.bar(range(1, 5), acc.to_numpy(float), color="tab:blue", alpha=0.8)
-            bottom.set_xticks(range(1, 5), ["Q1\nleast", "Q2", "Q3", "Q4\nmost"], fontsize=7)
+            bottom.set_xticks(range(1, 5), ["Q1\nleast", "Q2", "Q3", "Q4\nmost"], fontsize=MIN_FONT)
             bottom.set_ylim(0, 1)
-            bottom.set_ylabel("mean accuracy", fontsize=7)
+            bottom.set_ylabel("mean accuracy", fontsize=MIN_FONT)
         for ax in [a for i, a in enumerate(axes.flat) if (i % ncols) + ncols * (i // (2 * ncols)) >= len(corpora)]:
             ax.axis("off")
-        fig.suptitle(f"study {data.spec.name}: {measure} of correctly vs incorrectly answered examples ({model})", fontsize=10)
+        fig.suptitle(
+            f"study {data.spec.name}: {measure} of correctly vs incorrectly answered examples ({model})", fontsize=10
+        )
         fig.tight_layout()
         paths.append(_save(fig, out / f"examples_{safe_name(model)}_{safe_name(str(measure))}.png"))
     return paths

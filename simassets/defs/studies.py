@@ -22,7 +22,7 @@ from simassets.core.studies import (StudyData, agreement_table, correlation_tabl
                                     per_example_table, study_params)
 from simassets.defs.factory import build
 
-CODE_VERSION = "3"  # 3: exact / permutation p, two-level intervals
+CODE_VERSION = "4"  # 3: exact / permutation p, two-level intervals; 4: the headline heatmap and answer
 AGREEMENT_METHOD = "spearman"
 
 
@@ -41,18 +41,29 @@ class _Kind:
     table: str
     part: str
     compute: Callable[[StudyData, int], pd.DataFrame]
-    prefix: str
+    prefix: str | tuple[str, ...]
     draw: Callable
     summary: Callable[[StudyData, pd.DataFrame], dict]
     needs_scores: bool = True
 
 
+def _correlation_figures(data: StudyData, rows: pd.DataFrame, out) -> list:
+    """The headline heatmap (the answer at a glance) first, then the informative scatter plots."""
+    heat = plots.headline_heatmap(rows, out / f"headline_{plots.safe_name(data.spec.scores[0])}.png", data.spec.name,
+                                  data.spec.scores[0])
+    return ([heat] if heat else []) + plots.scatter_figures(data, rows, out)
+
+
 def _correlation_summary(data: StudyData, rows: pd.DataFrame) -> dict:
+    from simassets.core.report import headline
+
     top = rows.assign(abs_r=rows["r"].abs()).sort_values(["p", "abs_r"], ascending=[True, False], na_position="last")
-    return {"models": int(rows["model"].nunique()),
+    return {"answer": Markdown(headline(rows, data.spec)),
+            "models": int(rows["model"].nunique()),
             "significant_after_correction": int((rows["p_adj"] < 0.05).sum()),
-            "undefined": int(rows["r"].isna().sum()),
-            "strongest": table_md(top[["model", "corpus", "measure", "method", "n", "r", "r_oriented", "p", "p_adj"]], 12)}
+            "correlations_undefined": int(rows["r"].isna().sum()),  # constant input: r has no value
+            "strongest": table_md(top[["model", "corpus", "measure", "method", "n", "r", "r_oriented", "p", "p_method",
+                                       "p_adj", "ci2_low", "ci2_high"]], 12)}
 
 
 def _agreement_summary(data: StudyData, rows: pd.DataFrame) -> dict:
@@ -72,8 +83,8 @@ def _per_example_summary(data: StudyData, rows: pd.DataFrame) -> dict:
 
 
 KINDS = {
-    "correlations": _Kind(CORRELATIONS, "dataset", correlation_table, "scatter_", plots.scatter_figures,
-                          _correlation_summary),
+    "correlations": _Kind(CORRELATIONS, "dataset", correlation_table, ("headline_", "scatter_"),
+                          _correlation_figures, _correlation_summary),
     "measure_agreement": _Kind(MEASURE_AGREEMENT, "similarity", lambda d, seed: agreement_table(d, AGREEMENT_METHOD),
                                "agreement", lambda d, rows, out: plots.agreement_figures(rows, out, d.spec.name),
                                _agreement_summary, needs_scores=False),
@@ -106,7 +117,8 @@ def _study_compute(asset: str):
                              f"{len(data.corpora)} corpora yet; materialize {need}the similarity assets first")
         rows = kind.compute(data, seed)  # empty when the study selects nothing in this profile: an empty partition
         rows = rows.assign(study=data.spec.name, params=study_params(data.spec, seed, code_version=CODE_VERSION))
-        plots.clear(out, kind.prefix)
+        for prefix in (kind.prefix,) if isinstance(kind.prefix, str) else kind.prefix:
+            plots.clear(out, prefix)
         figures = [str(p) for p in kind.draw(data, rows, out)] if len(rows) else []
         described = kind.summary(data, rows) if len(rows) else {"empty": f"the study selects nothing in profile {profile}"}
         return Output({kind.table: rows[columns(kind.table)]}, info={"plots": figures}, metadata={
