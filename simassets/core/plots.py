@@ -82,13 +82,13 @@ def headline_heatmap(corr: pd.DataFrame, path: Path, study: str, score: str, met
     corpora = [c for c in sorted(sub["corpus"].unique()) if c != NO_CORPUS] + (
         [NO_CORPUS] if NO_CORPUS in set(sub["corpus"]) else [])
     key = {"rows": sub[["model", "corpus", "measure", "r_oriented", "p", "p_adj", "n"]].round(6).astype(str)
-           .to_numpy().tolist(), "study": study, "score": score, "method": method, "v": 1}
+           .to_numpy().tolist(), "study": study, "score": score, "method": method, "v": 2}
 
     def draw(out: Path) -> None:
         plt = _pyplot()
         w = 1.6 + 0.95 * len(corpora)
         fig, axes = plt.subplots(1, len(models), figsize=(max(5.5, w * len(models) + 2.2), 1.6 + 0.42 * len(measures)),
-                                 squeeze=False)
+                                 squeeze=False, layout="constrained")  # room for long measure names
         im = None
         for ax, model in zip(axes.flat, models):
             m = sub[sub["model"] == model].set_index(["measure", "corpus"])
@@ -109,7 +109,7 @@ def headline_heatmap(corr: pd.DataFrame, path: Path, study: str, score: str, met
             ax.set_xlabel("corpus", fontsize=MIN_FONT)
             ns = sub.loc[sub["model"] == model, "n"]
             ax.set_title(f"{model or 'every model'}: n = {int(ns.min())}–{int(ns.max())} benchmarks", fontsize=10)
-        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.9, 
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.9,
                      label=f"oriented {method} r (+: more similar ⇒ better)")
         fig.suptitle(
             f"study {study}: does similarity predict {score}?  * p_adj < 0.05   · p < 0.05 uncorrected", fontsize=10

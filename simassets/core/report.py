@@ -437,8 +437,11 @@ def _study_caveats(
         if len(wide):
             grow = ((wide["ci2_high"] - wide["ci2_low"]) / (wide["ci_high"] - wide["ci_low"])).median()
             out.append(
-                f"Score noise: re-estimating each benchmark's score from its examples widens the intervals "
-                f"by a median factor of {grow:.2f} (two-level vs benchmark-only CI)."
+                f"Score noise: re-estimating each benchmark's score from its examples changes the interval width "
+                f"by a median factor of {grow:.2f} (two-level vs benchmark-only CI)"
+                + (". Below 1 because the added noise attenuates every resampled r toward 0, which narrows the "
+                   "interval as it pulls it toward 0: read the two-level interval's position, not its width."
+                   if grow < 1 else ".")
             )
     a = acc[acc["benchmark"].isin(sel)] if len(acc) else acc
     if len(a):
