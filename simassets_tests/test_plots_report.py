@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_studies import BENCHES, _write, build_study, materialize
+from test_studies import BENCHES, TOY, _write, build_study, materialize
 
 from simassets import report_cmd
 from simassets.core import plots
@@ -118,6 +118,12 @@ def test_report_holds_tables_images_and_caveats(study, tmp_path):
     assert "rest on fewer than 10 benchmarks" in caveats
     assert "direction not registered, assumed +1 for toy_model_measure" in caveats
     assert "(no corpus: model-based)" in page
+    # the scatter plots sit under their measure family (max_cosine: embedding; unigram_kl: token)
+    sections = re.findall(r"<h3>(\w[^<]*)</h3>((?:<figure>.*?</figure>)*)", page)
+    by_family = {fam: re.findall(r'src="img/english/([^"]+)"', figs) for fam, figs in sections}
+    assert by_family["embedding"] == ["scatter_normalized_score_max_cosine.png"]
+    assert by_family["token"] == ["scatter_normalized_score_unigram_kl.png"]
+    assert by_family["other measures"] == [f"scatter_normalized_score_{TOY}.png"]
     # the oriented Spearman of m1's own KL on c1 is +1 (raw -1); its exact p at n = 5 is 2/5! = 0.017, which
     # the Benjamini-Yekutieli correction over the study's grid lifts above 0.05: no star
     assert re.search(r"<td class=t>unigram_kl</td><td class=t>1\.000 \(5\)</td>", page)

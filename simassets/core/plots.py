@@ -292,7 +292,8 @@ def scatter_figures(data: StudyData, corr: pd.DataFrame, out: Path) -> list[Path
                 ax.legend(fontsize=MIN_FONT, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
             for ax in list(axes.flat)[len(corpora) :]:
                 ax.axis("off")
-            fig.suptitle(f"study {data.spec.name}: {score} vs {measure} across benchmarks", fontsize=10)
+            sep = ": " if len(corpora) > 1 else ":\n"  # one panel is too narrow for the title on one line
+            fig.suptitle(f"study {data.spec.name}{sep}{score} vs {measure} across benchmarks", fontsize=10)
             fig.tight_layout()
             paths.append(_save(fig, out / f"scatter_{safe_name(score)}_{safe_name(str(measure))}.png"))
     return paths

@@ -293,6 +293,21 @@ def _img_tags(paths: list[Path]) -> str:
     )
 
 
+def _family_sections(paths: list[Path]) -> str:
+    """Correlation figures grouped by measure family (the headline first): ``scatter_<score>_<measure>.png``."""
+    by_name = sorted(MEASURES, key=len, reverse=True)  # the longest measure name that ends the file name wins
+    groups: dict[str, list[Path]] = {}
+    for p in paths:
+        if not p.stem.startswith("scatter_"):
+            groups.setdefault("", []).append(p)
+            continue
+        measure = next((m for m in by_name if p.stem.endswith("_" + plots.safe_name(m))), None)
+        groups.setdefault(MEASURES[measure].family if measure else "other measures", []).append(p)
+    return _img_tags(groups.pop("", [])) + "".join(
+        f"<h3>{_esc(family)}</h3>{_img_tags(ps)}" for family, ps in sorted(groups.items())
+    )
+
+
 # --------------------------------------------------------------------------- caveats
 def _caveats(
     wh: Warehouse, profile: str, tables: dict[str, pd.DataFrame], studies: Sequence[StudySpec], catalog: Catalog
@@ -643,7 +658,7 @@ def build_report(
                     f"examples resampled), p-values {_esc(spec.p_method)} (exact up to n = 10, else permutation).</p>"
                     "<h2>Does similarity predict the score?</h2>"
                     + _correlation_section(corr)
-                    + _img_tags(imgs["correlations"])
+                    + _family_sections(imgs["correlations"])
                     + (
                         _details(
                             f"{len(left_out)} scatter panels left out: an axis is constant",
