@@ -31,6 +31,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         models = list(args.model)
     wh = Warehouse()
     instance = runner.get_instance()
+    for path in wh.sweep_tmp():
+        print(f"removed a killed writer's temporary file {path}")
+    for run_id in runner.fail_dead_runs(instance):
+        print(f"run {run_id} was left STARTED by a process that no longer exists: marked failed")
     try:
         selection = runner.selection_for(args.study, models if args.model else None, args.skip or (), args.experiments)
         if args.study:
@@ -87,21 +91,13 @@ def _print_summary(wh, profile: str) -> None:
 def _cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from simassets.core.warehouse import Warehouse
+    from simassets.core.warehouse import Warehouse, WarehouseError
 
-    wh = Warehouse()
-    try:
-        con = wh.connect_readonly()
-    except duckdb.Error as exc:
-        print(f"cannot open {wh.db_path} read-only: {exc}", file=sys.stderr)
-        return 2
-    try:
-        df = con.execute(args.query).fetchdf()
-    except duckdb.Error as exc:
+    try:  # an in-memory sandbox over this home's Parquet files: no lock, no stale views, no way out
+        df = Warehouse().user_query(args.query)
+    except (duckdb.Error, WarehouseError) as exc:
         print(f"query failed: {exc}", file=sys.stderr)
         return 2
-    finally:
-        con.close()
     if args.format == "csv":
         df.to_csv(sys.stdout, index=False)
     elif args.format == "json":
@@ -111,6 +107,68 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
         print(tabulate(df, headers="keys", tablefmt="simple", showindex=False, maxcolwidths=60))
     return 0
+
+
+def _declared() -> dict[str, dict[str, set[str]]]:
+    """Per profile, the corpora, benchmarks, models and studies the catalog and the registry declare."""
+    from simassets.core import prune
+    from simassets.defs.resources import StudyResource
+
+    study = StudyResource()
+    return {p: {d: set(study.scope(p).values(d)) for d in prune.DIMENSIONS} for p in ("quick", "full")}
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    """List the stored partitions that the catalog or the registry no longer declares; delete them on request."""
+    from simassets.core import prune
+    from simassets.core.catalog import CatalogError
+    from simassets.core.models import ModelRegistryError
+    from simassets.core.warehouse import Warehouse
+
+    wh = Warehouse()
+    try:
+        found = prune.orphans(wh, _declared())
+    except (CatalogError, ModelRegistryError) as exc:  # never judge files against a catalog that does not load
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not found:
+        print(f"nothing to prune in {wh.root}: every stored partition is declared by the catalog and the registry")
+        return 0
+    print(f"{len(found)} stored partition file(s) are no longer declared by the catalog or the registry:")
+    for line in prune.summary(found):
+        print(f"  {line}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("nothing deleted: run `simassets prune --yes` to delete them", file=sys.stderr)
+            return 1
+        if input(f"delete these {len(found)} file(s)? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    wh.delete_files([o.path for o in found])
+    print(f"deleted {len(found)} file(s); {wh.ensure_views()}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Check every stored partition's seal; with --adopt, seal the unsealed ones as they are."""
+    from simassets.core.warehouse import Warehouse
+
+    wh = Warehouse()
+    files = wh.partition_files()
+    bad = wh.unsealed()
+    print(f"{len(files) - len(bad)} of {len(files)} partition file(s) in {wh.root} carry a valid seal")
+    for path in bad[:20]:
+        print(f"  unsealed or changed: {path.relative_to(wh.root)}")
+    if len(bad) > 20:
+        print(f"  ... and {len(bad) - 20} more")
+    if bad and args.adopt:
+        wh.adopt(bad)
+        print(f"sealed {len(bad)} file(s) as they are (you vouched for them)")
+        return 0
+    if bad:
+        print("the next `simassets run` recomputes them; `simassets verify --adopt` trusts them instead (e.g. a "
+              "warehouse written before seals existed)")
+    return 1 if bad else 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -124,7 +182,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
             return 0
         if args.models_cmd == "remove":
             spec = m.remove_model(args.id)
-            print(f"removed {spec.id}; its partitions are dropped at the next `simassets run` or sensor tick")
+            print(f"removed {spec.id}; it leaves the studies and the UI at the next `simassets run` or sensor tick. "
+                  "Its stored rows stay: `simassets prune` lists and deletes them")
             return 0
         kind = "local" if args.path else "hub" if args.hub else "gguf_package"
         spec = m.ModelSpec(
@@ -187,10 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=_cmd_ui)
 
-    sql = sub.add_parser("sql", help="run a read-only SQL query against data/simassets.duckdb")
+    sql = sub.add_parser("sql", help="run one read-only SELECT over the warehouse (the views of data/simassets.duckdb)")
     sql.add_argument("query")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.set_defaults(func=_cmd_sql)
+
+    prune_p = sub.add_parser("prune", help="delete stored rows of corpora, benchmarks, models or studies that left the "
+                                           "catalog or the registry (lists them and asks first)")
+    prune_p.add_argument("--yes", action="store_true", help="delete without asking")
+    prune_p.set_defaults(func=_cmd_prune)
+
+    verify = sub.add_parser("verify", help="check that every stored partition carries a valid seal")
+    verify.add_argument("--adopt", action="store_true", help="seal the unsealed files as they are (you vouch for them)")
+    verify.set_defaults(func=_cmd_verify)
 
     models = sub.add_parser("models", help="manage the model registry (data/models.toml)")
     msub = models.add_subparsers(dest="models_cmd", required=True)

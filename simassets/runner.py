@@ -9,8 +9,11 @@ worker processes, each with ``cores // workers`` torch threads. Nothing here is 
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,9 +61,45 @@ def ensure_instance_dir(home: Path | None = None) -> Path:
 
 
 def get_instance(home: Path | None = None) -> dg.DagsterInstance:
+    """The home's Dagster instance. Its SQLite storages are created under a file lock: two first runs started
+    together would otherwise both create the tables ("table runs already exists")."""
     d = ensure_instance_dir(home)
     os.environ["DAGSTER_HOME"] = str(d)
-    return dg.DagsterInstance.get()
+    with open(d / ".init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)  # touch every storage while holding the lock: each creates its tables once
+        instance.get_dynamic_partitions("simassets_init_probe")
+        instance.all_instigator_state()
+    return instance
+
+
+PID_TAG, HOST_TAG = "simassets/pid", "simassets/host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the CLI's runs left STARTED by a process of this machine that no longer exists (a killed
+    ``simassets run`` or worker); returns their ids. UI runs are watched by Dagster's run monitoring."""
+    dead = []
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+                                                   tags={"simassets/runner": "cli"}))
+    for run in runs:
+        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+        if pid and pid.isdigit() and host == socket.gethostname() and not _alive(int(pid)):
+            instance.report_run_failed(run, message=f"the process that ran it (pid {pid}) is gone: killed, or out of "
+                                                    "memory")
+            dead.append(run.run_id)
+    return dead
 
 
 @functools.cache
@@ -116,8 +155,8 @@ def run_work(work: planning.Work, instance: dg.DagsterInstance) -> RunReport:
     pkeys = [factory.partition_key(pdef, k) for k in work.keys] if work.rectangle else [None]
     job = dg.build_reconstructable_job("simassets.runner", "code_location_job",
                                        reconstructable_args=(planning.job_name(work.profile, work.partitioning),))
-    tags = {**work.tags(), "simassets/runner": "cli"} | ({"dagster/partition": work.partition_key}
-                                                        if work.partition_key else {})
+    tags = {**work.tags(), "simassets/runner": "cli", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()} | (
+        {"dagster/partition": work.partition_key} if work.partition_key else {})
     errors: dict[str, str] = {}
     seen: dict[tuple[str, str | None], bool] = {}
     try:
@@ -145,9 +184,18 @@ def run_work(work: planning.Work, instance: dg.DagsterInstance) -> RunReport:
 _WORKER: dict = {}
 
 
-def _worker_init(threads: int) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose parent died (killed ``simassets run``) exits instead of computing on, orphaned."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(3)
+        time.sleep(1.0)
+
+
+def _worker_init(threads: int, parent: int) -> None:
     """Per worker process: its torch thread budget and the instance (models then load once per process)."""
     os.environ["SIMASSETS_TORCH_THREADS"] = str(threads)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
     _WORKER["instance"] = get_instance()
 
 
@@ -168,6 +216,7 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
     or a pool of ``workers`` processes."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     from simassets.defs.resources import StudyResource
 
@@ -177,9 +226,14 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
     all_units = planning.units(selection)
     pool = None
     threads_env = os.environ.get("SIMASSETS_TORCH_THREADS")
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                                   initargs=(max(1, budget.cores() // workers), os.getpid()))
+
+    losses: dict[str, int] = {}  # piece label -> times its worker was lost
     if workers > 1:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(max(1, budget.cores() // workers),))
+        pool = new_pool()
     else:
         os.environ.setdefault("SIMASSETS_TORCH_THREADS", str(budget.cores()))
     finished: set[int] = set()
@@ -206,12 +260,23 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
                 continue
             running[i] = len(pieces)
             for piece in pieces:
-                future: Future = Future()
-                if pool is not None:
-                    future = pool.submit(_worker_run, piece)
-                else:
-                    future.set_result(run_work(piece, instance))
-                in_flight[future] = (i, piece)
+                submit(i, piece)
+
+    def submit(i: int, piece: planning.Work) -> None:
+        future: Future = Future()
+        if pool is not None:
+            future = pool.submit(_worker_run, piece)
+        else:
+            future.set_result(run_work(piece, instance))
+        in_flight[future] = (i, piece)
+
+    def lost(piece: planning.Work, cause: str) -> RunReport:
+        """The report of a piece whose worker was lost twice: every partition failed, with the cause."""
+        failed = RunReport(runs=1)
+        pdef = piece.pdef
+        pkeys = [factory.partition_key(pdef, k) for k in piece.keys] if piece.rectangle else [None]
+        failed.failed = [(_label(a, pk), cause) for a in piece.assets for pk in pkeys]
+        return failed
 
     try:
         start_ready()
@@ -219,7 +284,25 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
             done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
             for future in done:
                 i, piece = in_flight.pop(future)
-                part = future.result()
+                try:
+                    part = future.result()
+                except BrokenProcessPool as exc:  # a worker died (OOM killer, kill -9): its run never reported
+                    codes = [p.exitcode for p in (getattr(pool, "_processes", None) or {}).values() if p.exitcode]
+                    cause = (f"worker process lost (exit code {', '.join(map(str, codes)) or 'unknown'}; "
+                             f"killed, or out of memory): {exc}")
+                    for dead in fail_dead_runs(instance):
+                        progress(f"    run {dead} of the lost worker marked failed")
+                    if pool is not None and getattr(pool, "_broken", False):
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        pool = new_pool()
+                    losses[piece.label] = losses.get(piece.label, 0) + 1
+                    if losses[piece.label] == 1:
+                        progress(f"    {piece.label}: {cause}; retrying once on a fresh worker")
+                        submit(i, piece)
+                        continue
+                    part = lost(piece, cause)
+                except Exception as exc:  # anything else the worker raised: this piece failed, the run goes on
+                    part = lost(piece, f"{type(exc).__name__}: {exc}")
                 done_runs += 1
                 report.add(part)
                 progress(f"[run {done_runs}] {piece.label}: {len(part.computed)} computed, {len(part.skipped)} skipped, "
@@ -236,6 +319,8 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
             pool.shutdown()
         elif threads_env is None:
             os.environ.pop("SIMASSETS_TORCH_THREADS", None)
+        if losses:  # the runs of the workers the broken pool took down with it
+            fail_dead_runs(instance)
     report.seconds = time.perf_counter() - start
     return report
 

@@ -1,7 +1,8 @@
 """Automation: a registered model is picked up by the ``catalog_sync`` sensor, which adds its partition and
 requests runs for exactly that model's partitions; the study assets then refresh by their automation
-condition; removing a model deletes its rows. Dagster's own test tools throughout (no daemon):
-``build_sensor_context`` / ``build_schedule_context`` on a real instance, ``evaluate_automation_conditions``.
+condition; removing a model keeps its rows until ``simassets prune`` (test_hardening). Dagster's own test
+tools throughout (no daemon): ``build_sensor_context`` / ``build_schedule_context`` on a real instance,
+``evaluate_automation_conditions``.
 
 ``materialized_study`` (the tiny study materialized once per session, copied per test) is shared with
 ``test_faults``.
@@ -317,10 +318,6 @@ def test_registering_a_model_runs_only_its_partitions_then_the_study_refreshes(m
     assert scores.to_dict("records") == [{"model": "tiny-2", "n": 3}, {"model": "tiny-llama", "n": 3}]  # 3 benchmarks
     corr = wh.query("select distinct model from correlations where profile = 'quick' order by 1")
     assert corr["model"].tolist() == ["tiny-2", "tiny-llama"]
-
-
-def test_removing_a_model_deletes_its_rows_and_requests_the_study(materialized_study):
-    pytest.skip("replaced in the hardening change")
 
 
 def test_removing_a_corpus_deletes_its_rows_in_every_table_including_task2vec_diversity(tmp_path):

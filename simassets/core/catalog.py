@@ -163,7 +163,8 @@ class _Fields:
     def _err(self, key: str, msg: str) -> CatalogError:
         return CatalogError(f"{self.file}: [{self.entry}] field {key!r} {msg}")
 
-    def get(self, key: str, typ: type | tuple[type, ...], default: Any = ..., choices: tuple | None = None) -> Any:
+    def get(self, key: str, typ: type | tuple[type, ...], default: Any = ..., choices: tuple | None = None,
+            minimum: int | None = None) -> Any:
         self.used.add(key)
         if key not in self.table:
             if default is ...:
@@ -177,6 +178,8 @@ class _Fields:
             raise self._err(key, f"must be {names}, got {type(value).__name__} {value!r}")
         if choices is not None and value not in choices:
             raise self._err(key, f"must be one of {list(choices)}, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise self._err(key, f"must be >= {minimum}, got {value!r}")
         return value
 
     def str_list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -192,7 +195,7 @@ class _Fields:
 
 
 def _name(file: Path, section: str, name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise CatalogError(
             f"{file}: [{section}.{name}] name must match {NAME_RE.pattern} (lower-case letters, digits, _ . -)"
         )
@@ -210,7 +213,7 @@ def _source(file: Path, entry: str, table: Any) -> SourceSpec:
         id_field=f.get("id_field", str, "id"),
         domain_field=f.get("domain_field", str, "domain"),
         domains=f.str_list("domains"),
-        max_scan=f.get("max_scan", int, None),
+        max_scan=f.get("max_scan", int, None, minimum=1),
     )
     f.finish()
     if (spec.path is None) == (spec.hub_id is None):
@@ -251,7 +254,7 @@ def _corpus(file: Path, name: str, table: Any) -> CorpusSpec:
     spec = CorpusSpec(
         name=name,
         description=f.get("description", str, ""),
-        seed=f.get("seed", int, 1234),
+        seed=f.get("seed", int, 1234, minimum=0),
         sample_size=sample_size,
         source=source,
         components=tuple(comps),
@@ -279,7 +282,7 @@ def _benchmark(file: Path, name: str, table: Any) -> BenchmarkSpec:
         split=f.get("split", str, None),
         target_delimiter=f.get("target_delimiter", str, " "),
         metric=f.get("metric", str, "acc", choices=("acc", "acc_norm")),
-        num_fewshot=f.get("num_fewshot", int, 0),
+        num_fewshot=f.get("num_fewshot", int, 0, minimum=0),
         profiles=_profiles_field(f),
     )
     f.finish()
@@ -296,15 +299,15 @@ def _profile(file: Path, name: str, table: Any) -> Profile:
     if name not in PROFILE_NAMES:
         raise CatalogError(f"{file}: [profiles.{name}] unknown profile; known: {list(PROFILE_NAMES)}")
     f = _Fields(file, f"profiles.{name}", table)
-    limit = f.get("benchmark_limit", int, 0)
+    limit = f.get("benchmark_limit", int, 0, minimum=0)  # 0: every example
     prof = Profile(
         name=name,
-        corpus_sample_size=f.get("corpus_sample_size", int),
+        corpus_sample_size=f.get("corpus_sample_size", int, minimum=1),
         benchmark_limit=limit or None,
-        eval_batch_size=f.get("eval_batch_size", int, 8),
-        max_length=f.get("max_length", int, 2048),
-        seed=f.get("seed", int, 1234),
-        embedding_top_k=f.get("embedding_top_k", int, 10),
+        eval_batch_size=f.get("eval_batch_size", int, 8, minimum=1),
+        max_length=f.get("max_length", int, 2048, minimum=16),
+        seed=f.get("seed", int, 1234, minimum=0),
+        embedding_top_k=f.get("embedding_top_k", int, 10, minimum=1),
         task2vec_probe=f.get("task2vec_probe", str, "") or None,
     )
     f.finish()
@@ -368,6 +371,10 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise CatalogError(f"{file}: catalog file not found") from exc
+    except UnicodeDecodeError as exc:
+        line = file.read_bytes()[: exc.start].count(b"\n") + 1
+        raise CatalogError(f"{file}: not UTF-8 text (byte {exc.start}, line {line}: {exc.reason}); save it as UTF-8") \
+            from exc
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{file}: not valid TOML: {exc}") from exc
     return parse_catalog(raw, file)

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import tomllib
+import unicodedata
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -85,7 +86,7 @@ def validate_model_id(model_id: str) -> str:
     """Return ``model_id`` if it is a valid partition key, else raise a :class:`ModelRegistryError` saying why."""
     if not isinstance(model_id, str):
         raise ModelRegistryError(f"model id must be a string, got {type(model_id).__name__} {model_id!r}")
-    if MODEL_ID_RE.match(model_id):
+    if MODEL_ID_RE.fullmatch(model_id):
         return model_id
     if not model_id:
         reasons = ["it is empty"]
@@ -128,6 +129,10 @@ class ModelSpec:
         def bad(name: str, msg: str) -> ModelRegistryError:
             return ModelRegistryError(f"field {name!r} {msg}, got {getattr(self, name)!r}")
 
+        for f in fields(self):  # a newline or other control character hides in `models list` and in a path
+            value = getattr(self, f.name)
+            if isinstance(value, str) and any(unicodedata.category(c) == "Cc" for c in value):
+                raise bad(f.name, "contains a control character (a newline, tab or similar)")
         if self.kind not in KINDS:
             raise bad("kind", f"must be one of {list(KINDS)}")
         for name in _SOURCE_FIELDS:
@@ -138,9 +143,9 @@ class ModelSpec:
                 raise bad(name, f"does not apply to kind {self.kind!r} (its fields: {list(_KIND_FIELDS[self.kind])})")
         if getattr(self, _REQUIRED[self.kind]) is None:
             raise bad(_REQUIRED[self.kind], f"is required for kind {self.kind!r}")
-        if self.hub_id is not None and not _HUB_ID_RE.match(self.hub_id):
+        if self.hub_id is not None and not _HUB_ID_RE.fullmatch(self.hub_id):
             raise bad("hub_id", "must look like 'owner/name'")
-        if self.package is not None and not _PACKAGE_RE.match(self.package):
+        if self.package is not None and not _PACKAGE_RE.fullmatch(self.package):
             raise bad("package", "must be a PyPI distribution or import name")
         if self.file is not None and (Path(self.file).name != self.file or not self.file.endswith(".gguf")):
             raise bad("file", "must be a bare file name ending in .gguf")
@@ -523,10 +528,16 @@ def _from_pretrained(source: str, spec: ModelSpec, **extra: Any) -> tuple[Any, A
     return model, AutoTokenizer.from_pretrained(source, **kwargs)
 
 
+try:
+    from safetensors import SafetensorError as _SafetensorError
+except ImportError:  # older safetensors: the error lives in the Rust module only
+    from safetensors._safetensors_rust import SafetensorError as _SafetensorError
+
+
 def _load(spec: ModelSpec, device: str) -> LoadedModel:
     start = time.perf_counter()
     weights = resolve_weights(spec)
-    from_cache = False
+    from_cache, directory = False, None
     try:
         if spec.kind == "hub":
             model, tokenizer = _from_pretrained(spec.hub_id or "", spec, revision=spec.revision)
@@ -535,7 +546,12 @@ def _load(spec: ModelSpec, device: str) -> LoadedModel:
             model, tokenizer = _from_pretrained(str(directory), spec)
         else:
             model, tokenizer = _from_pretrained(str(weights.directory), spec)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, _SafetensorError) as exc:  # a damaged file is bad input: named, never retried
+        if isinstance(exc, _SafetensorError):
+            where = directory if weights.gguf_file is not None else weights.directory
+            damaged = ", ".join(str(p) for p in sorted(Path(where).glob("*.safetensors"))) if where else spec.id
+            raise ModelRegistryError(f"model {spec.id!r}: damaged weights file(s) {damaged}: {exc}; restore or "
+                                     "re-download them") from exc
         if isinstance(exc, ModelRegistryError):  # e.g. an unsupported GGUF: name the model too
             raise ModelRegistryError(f"model {spec.id!r}: {exc}") from exc
         source = f"hub model {spec.hub_id}@{spec.revision or 'main'}" if spec.kind == "hub" else str(weights.directory)

@@ -107,7 +107,7 @@ def _choices(f: _Fields, key: str, allowed: tuple[str, ...] | list[str], what: s
 def parse_study(catalog: Catalog, name: str, table: Any) -> StudySpec:
     """Validate one ``[studies.NAME]`` table; errors name the catalog file, the entry and the field."""
     file = catalog.source_file
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise CatalogError(f"{file}: [studies.{name}] name must match {NAME_RE.pattern} (lower-case letters, digits, _ . -)")
     f = _Fields(file, f"studies.{name}", table)
     spec = StudySpec(

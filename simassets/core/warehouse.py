@@ -4,13 +4,24 @@ Runs never open the user-facing DuckDB file to write rows: each partition's rows
 temporary file and renamed over the old one (atomic on POSIX), so a reader sees the old rows or the
 new rows, never a mix, and a killed run leaves nothing partial.  ``data/simassets.duckdb`` only
 holds views whose globs pick up new files without being rewritten; it is opened read-write only
-when the view definitions change, and a held lock there is reported, not fatal.
+when the view definitions change (they name this home's absolute path, so a moved or copied home gets its own),
+and a held lock there is reported, not fatal; a damaged file is moved aside and rebuilt (it only holds views).
+
+Every partition file has a seal beside it (``.<name>.seal``): an HMAC, under a key kept in the home outside the
+warehouse folder, of the file's bytes and its place. A file whose seal is missing or wrong -- written by anything
+but :meth:`Warehouse.write_partition`, e.g. a forged ``COPY ... TO`` -- has no trusted fingerprint, so the next
+run recomputes it. User SQL runs in :meth:`Warehouse.sandbox`: SELECT only, file access limited to the warehouse
+folder, no extensions, settings locked.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import io
 import json
 import os
+import secrets
 import time
 import urllib.parse
 import uuid
@@ -31,10 +42,17 @@ from simassets.core.schema import TABLES, Table
 META_FINGERPRINT = b"simassets.fingerprint"
 META_INFO = b"simassets.info"
 SCHEMA_DIR = "_schema"
+KEY_FILE = ".simassets-key"  # in the home, outside the warehouse folder (the SQL sandbox cannot read it)
+SEAL_SUFFIX = ".seal"
+TMP_MAX_AGE_S = 6 * 3600  # a writer's temporary file older than this belongs to a killed process
 
 
 class WarehouseError(RuntimeError):
     pass
+
+
+class ReadOnlyError(WarehouseError):
+    """User SQL that would write, change a setting or reach outside the warehouse."""
 
 
 def _quote(value: str) -> str:
@@ -66,9 +84,18 @@ def sql_literal(value: str) -> str:
 @dataclass(frozen=True)
 class StoredPartition:
     path: Path
-    fingerprint: str | None
+    fingerprint: str | None  # None when the file carries none or its seal does not match (never trusted)
     info: dict[str, Any]
     rows: int
+    sealed: bool = True
+
+
+def seal_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{SEAL_SUFFIX}")
+
+
+def _is_tmp(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 class Warehouse:
@@ -79,6 +106,72 @@ class Warehouse:
         self.root = self.home / "warehouse"
         self.db_path = self.home / "simassets.duckdb"
         self._schema_checked: set[str] = set()
+        self._key: bytes | None = None
+
+    # ------------------------------------------------------------------ seals
+    def key(self) -> bytes:
+        """This home's sealing key, created once (0600; linked into place, so concurrent first runs agree)."""
+        if self._key is None:
+            path = self.home / KEY_FILE
+            if not path.exists():
+                self.home.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_hex(32))
+                try:
+                    os.link(tmp, path)  # fails if another process won: then its key is the key
+                except FileExistsError:
+                    pass
+                finally:
+                    tmp.unlink(missing_ok=True)
+            text = path.read_text().strip()
+            if len(text) != 64:
+                raise WarehouseError(f"{path}: the sealing key is damaged (expected 64 hex digits); remove it and "
+                                     "run `simassets verify --adopt` to re-seal the files you trust")
+            self._key = bytes.fromhex(text)
+        return self._key
+
+    def _seal(self, path: Path, data: bytes) -> str:
+        place = path.relative_to(self.root).as_posix().encode()
+        return hmac.new(self.key(), place + b"\0" + hashlib.sha256(data).digest(), hashlib.sha256).hexdigest()
+
+    def seal_ok(self, path: Path, data: bytes | None = None) -> bool:
+        try:
+            expected = seal_path(path).read_text().strip()
+            data = path.read_bytes() if data is None else data
+        except OSError:
+            return False
+        return hmac.compare_digest(expected, self._seal(path, data))
+
+    def partition_files(self) -> list[Path]:
+        """Every stored partition file (not the schema files, seals or temporary files)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.glob("*/*/*.parquet") if p.parent.name != SCHEMA_DIR
+                      and not p.name.startswith("."))
+
+    def unsealed(self) -> list[Path]:
+        """Partition files whose seal is missing or does not match their bytes."""
+        return [p for p in self.partition_files() if not self.seal_ok(p)]
+
+    def adopt(self, files: list[Path]) -> None:
+        """Seal ``files`` as they are (the user vouches for them: e.g. a warehouse written before seals)."""
+        for path in files:
+            paths.atomic_write_text(seal_path(path), self._seal(path, path.read_bytes()))
+
+    def sweep_tmp(self, max_age_s: float = TMP_MAX_AGE_S) -> list[Path]:
+        """Remove writers' temporary files older than ``max_age_s`` (left by killed processes); returns them."""
+        gone = []
+        now = time.time()
+        for path in self.home.glob("**/.*.tmp") if self.home.is_dir() else []:
+            try:
+                if now - path.stat().st_mtime > max_age_s:
+                    path.unlink()
+                    gone.append(path)
+            except OSError:
+                continue
+        return gone
 
     # ------------------------------------------------------------------ files
     def table(self, name: str) -> Table:
@@ -129,13 +222,18 @@ class Warehouse:
         path = self.partition_path(table, profile, keys)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._ensure_schema_file(spec)
+        buf = io.BytesIO()
+        pq.write_table(data, buf, compression="zstd")
+        raw = buf.getvalue()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            pq.write_table(data, tmp, compression="zstd")
-            with open(tmp, "rb") as fh:
+            with open(tmp, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
                 os.fsync(fh.fileno())
             pause_point("replace", table)
-            os.replace(tmp, path)
+            os.replace(tmp, path)  # a crash before the seal below leaves a stale seal: recomputed, never trusted
+            paths.atomic_write_text(seal_path(path), self._seal(path, raw))
         finally:
             if tmp.exists():
                 tmp.unlink()
@@ -143,38 +241,48 @@ class Warehouse:
 
     def delete_partition(self, table: str, profile: str | None, keys: Mapping[str, str]) -> bool:
         path = self.partition_path(table, profile, keys)
+        seal_path(path).unlink(missing_ok=True)
         if path.exists():
             path.unlink()
             return True
         return False
 
-    def delete_partitions_where(self, dimension: str, value: str) -> list[Path]:
-        """Delete every stored partition, of any table and profile, whose keys include ``dimension=value``
-        (e.g. ``model=<id>`` when a model leaves the registry), and those of tables keyed by
-        ``dataset_kind=dimension`` + ``dataset=value`` (``dataset_diversity``); returns the deleted files."""
+    def partitions_where(self, dimension: str, value: str) -> list[Path]:
+        """Every stored partition, of any table and profile, whose keys include ``dimension=value`` (e.g.
+        ``model=<id>``), and those of tables keyed by ``dataset_kind=dimension`` + ``dataset=value``."""
         wanted = f"{dimension}={_quote(value)}"
         as_dataset = {f"dataset_kind={_quote(dimension)}", f"dataset={_quote(value)}"}
-        gone = []
-        for path in sorted(self.root.glob("*/*/*.parquet")) if self.root.is_dir() else []:
-            parts = set(path.name.removesuffix(".parquet").split("__"))
-            if path.parent.name != SCHEMA_DIR and (wanted in parts or as_dataset <= parts):
-                path.unlink(missing_ok=True)
-                gone.append(path)
+        return [p for p in self.partition_files()
+                if wanted in (parts := set(p.name.removesuffix(".parquet").split("__"))) or as_dataset <= parts]
+
+    def delete_partitions_where(self, dimension: str, value: str) -> list[Path]:
+        """Delete :meth:`partitions_where` (with their seals); returns the deleted files."""
+        gone = self.partitions_where(dimension, value)
+        self.delete_files(gone)
         return gone
+
+    def delete_files(self, files: list[Path]) -> None:
+        """Delete partition files and their seals (``simassets prune``: only ever on the user's word)."""
+        for path in files:
+            path.unlink(missing_ok=True)
+            seal_path(path).unlink(missing_ok=True)
 
     def stored(self, table: str, profile: str | None, keys: Mapping[str, str]) -> StoredPartition | None:
         """The stored partition with its fingerprint, or None if there is none (or it is unreadable)."""
         path = self.partition_path(table, profile, keys)
-        if not path.exists():
-            return None
         try:
-            pf = pq.ParquetFile(path)
+            raw = path.read_bytes()
+            pf = pq.ParquetFile(io.BytesIO(raw))
         except (OSError, pa.ArrowInvalid):
             return None
         meta = pf.schema_arrow.metadata or {}
         fp = meta.get(META_FINGERPRINT)
-        info = json.loads(meta.get(META_INFO, b"{}") or b"{}")
-        return StoredPartition(path, fp.decode() if fp else None, info, pf.metadata.num_rows)
+        try:
+            info = json.loads(meta.get(META_INFO, b"{}") or b"{}")
+        except json.JSONDecodeError:
+            info = {}
+        sealed = self.seal_ok(path, raw)
+        return StoredPartition(path, fp.decode() if fp and sealed else None, info, pf.metadata.num_rows, sealed)
 
     def fingerprint(self, table: str, profile: str | None, keys: Mapping[str, str]) -> str | None:
         stored = self.stored(table, profile, keys)
@@ -203,6 +311,50 @@ class Warehouse:
                 self._ensure_schema_file(TABLES[name])
                 con.execute(f"create view {name} as {self._view_select(name)}")
             return con.execute(sql, params or []).fetchdf()
+        finally:
+            con.close()
+
+    # ------------------------------------------------------------------ user SQL
+    def sandbox(self):
+        """An in-memory DuckDB session for user SQL: this home's views, file access limited to the warehouse folder
+        (the sealing key and the rest of the machine stay out of reach), no extensions, settings locked. Run user
+        SQL through :meth:`user_query`, which also refuses every statement but SELECT (a COPY into the warehouse
+        folder itself would otherwise be allowed)."""
+        import duckdb
+
+        for table in TABLES.values():
+            self._ensure_schema_file(table)
+        con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
+                                                 "autoload_known_extensions": False})
+        try:
+            for name in TABLES:
+                con.execute(f"create view {name} as {self._view_select(name)}")
+            con.execute(f"set allowed_directories = [{sql_literal(str(self.root) + os.sep)}]")
+            con.execute("set enable_external_access = false")
+            con.execute("set lock_configuration = true")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def user_query(self, sql: str) -> pd.DataFrame:
+        """Run one user SELECT in the :meth:`sandbox`; anything else raises :class:`ReadOnlyError`."""
+        import duckdb
+
+        con = self.sandbox()
+        try:
+            statements = con.extract_statements(sql)
+            kinds = [st.type.name for st in statements]
+            if not statements:
+                raise ReadOnlyError("read-only: the query is empty")
+            if refused := [k for k in kinds if k != "SELECT"]:
+                raise ReadOnlyError(f"read-only: only SELECT runs here, not {', '.join(dict.fromkeys(refused))} "
+                                    "(no writes, settings, pragmas, attachments or extensions)")
+            if len(statements) > 1:
+                raise ReadOnlyError(f"read-only: one SELECT at a time (got {len(statements)} statements)")
+            return con.execute(statements[0]).fetchdf()
+        except duckdb.PermissionException as exc:
+            raise ReadOnlyError(f"read-only: files outside {self.root} are out of reach ({exc})") from exc
         finally:
             con.close()
 
@@ -246,22 +398,30 @@ class Warehouse:
             except (OSError, json.JSONDecodeError):
                 pass
         self.home.mkdir(parents=True, exist_ok=True)
+        note = ""
         try:
             con = duckdb.connect(str(self.db_path))
-        except duckdb.IOException as exc:
-            return f"views not refreshed: {self.db_path} is locked by another process ({exc}); run again when it is closed"
+        except duckdb.Error as exc:
+            if "lock" in str(exc).lower():
+                return (f"views not refreshed: {self.db_path} is locked by another process ({exc}); run again when "
+                        "it is closed")
+            # damaged (it only holds views): keep it aside for inspection and build a new one
+            aside = self.db_path.with_name(f"{self.db_path.name}.damaged-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+            os.replace(self.db_path, aside)
+            self.db_path.with_name(self.db_path.name + ".wal").unlink(missing_ok=True)
+            note = f" ({self.db_path} was damaged: {type(exc).__name__}; moved to {aside.name} and rebuilt)"
+            con = duckdb.connect(str(self.db_path))
         try:
             for sql in self.view_sql().values():
                 con.execute(sql)
         finally:
             con.close()
-        paths.atomic_write_text(stamp, json.dumps({"fingerprint": wanted}))
-        return "views created"
+        paths.atomic_write_text(stamp, json.dumps({"fingerprint": wanted, "home": str(self.home)}))
+        return "views created" + note
 
     def connect_readonly(self):
         """A read-only connection to the user-facing database (creating the views first if needed)."""
         import duckdb
 
-        if not self.db_path.exists():
-            self.ensure_views()
+        self.ensure_views()  # also after the home moved or was copied (the views name its absolute path)
         return duckdb.connect(str(self.db_path), read_only=True)

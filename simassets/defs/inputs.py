@@ -9,7 +9,8 @@ import pandas as pd
 from simassets.core.catalog import BenchmarkSpec, Catalog
 from simassets.core.computation import NON_EMPTY, Call, Computation, Output, Scope, table_md
 from simassets.core.hashing import canonical_json, sha256_file, sha256_text
-from simassets.core.paths import resolve_data_path
+from simassets.core.paths import data_root, resolve_data_path
+from simassets.core.sampling import SourceError
 from simassets.core.schema import BENCHMARK_EXAMPLES, CORPUS_DOCUMENTS
 from simassets.defs.factory import build
 
@@ -19,7 +20,13 @@ def source_hashes(catalog: Catalog, corpus: str) -> dict[str, str]:
     """Content hashes of the local files a corpus reads (hub sources are identified by id)."""
     spec = catalog.corpora[corpus]
     sources = [spec.source] if spec.source else [c.source or catalog.corpora[c.corpus].source for c in spec.components]
-    return {s.describe(): sha256_file(str(resolve_data_path(s.path))) if s.is_local else s.describe() for s in sources}
+    out = {}
+    for s in sources:
+        if s.is_local and not (path := resolve_data_path(s.path)).is_file():
+            raise SourceError(f"[corpora.{corpus}] source file {path} not found (path {s.path!r} in "
+                              f"{catalog.source_file}; data root {data_root()})")
+        out[s.describe()] = sha256_file(str(resolve_data_path(s.path))) if s.is_local else s.describe()
+    return out
 
 
 def _corpus_inputs(scope: Scope, keys) -> dict:
@@ -65,6 +72,9 @@ def benchmark_files_hash(spec: BenchmarkSpec) -> dict[str, str]:
     if spec.path is None:
         return {"lm_eval_task": spec.lm_eval_task or ""}
     path = resolve_data_path(spec.path)
+    if not path.exists():
+        raise SourceError(f"[benchmarks.{spec.name}] path {path} not found (path {spec.path!r}; data root "
+                          f"{data_root()})")
     files = [path] if path.is_file() else sorted(path.glob("*.json*")) + sorted(path.glob("*.parquet"))
     return {f.name: sha256_file(str(f)) for f in files}
 
