@@ -73,7 +73,7 @@ def study(tmp_path_factory, tiny_model_dir):
         instance = dg.DagsterInstance.ephemeral()
         add_partitions(instance, corpus=list(CORPORA), benchmark=list(BENCHES), model=[MODEL])
         for c in CORPORA:
-            _run(instance, ["corpus_documents"], c)
+            _run(instance, ["corpus_documents", "corpus_index"], c)
         knowing = _model_knowing_the_samples(tiny_model_dir, root / "knowing", load_catalog().profile("quick").seed)
         registry.write_text(f'[[models]]\nid = "{MODEL}"\nkind = "local"\npath = "{knowing}"\nprofiles = ["quick", "full"]\n')
         for b in BENCHES:
@@ -149,7 +149,7 @@ def test_unlearning_assets_end_to_end(study, monkeypatch):
     hi = _sql("select * from high_impact_corpora")
     assert len(hi) == 2 * 2 and set(hi["rank"]) <= {1, 2}
     sim = _sql("select * from attribution_similarity")
-    assert set(sim["scope"]) == {"*", *CORPORA} and {"gzip_alignment", "ngram_overlap_13"} <= set(sim["measure"])
+    assert set(sim["scope"]) == {"*", *CORPORA} and {"gzip_alignment", "match_coverage_13"} <= set(sim["measure"])
     assert (sim.loc[sim["scope"] == "*", "n"] == 4).all()  # 2 corpora x 2 benchmarks
     plots = Path(str(md["plot_dir"].value))
     assert (plots / f"heatmap_{MODEL}.png").stat().st_size > 0 and (plots / f"curves_{MODEL}.png").exists()

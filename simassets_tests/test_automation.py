@@ -229,8 +229,9 @@ def test_sensor_on_a_fresh_instance_adds_partitions_and_requests_what_is_ready(t
         # only the units whose upstream exists: similarity and evaluation wait for the inputs. One run per unit:
         # corpora (a range), benchmarks (a range) and the measure registry
         requested = _requested(result, instance)
-        assert {a for a, _ in requested} == {"corpus_documents", "corpus_embeddings", "corpus_task2vec", "benchmark_examples",
-                                             "benchmark_embeddings", "benchmark_task2vec", "measure_registry"}
+        assert {a for a, _ in requested} == {"corpus_documents", "corpus_index", "corpus_embeddings", "corpus_task2vec",
+                                             "benchmark_examples", "benchmark_embeddings", "benchmark_task2vec",
+                                             "measure_registry"}
         assert {k for _, k in requested} == {"c4_en", "pubmed_abstracts", "arc_easy", "lambada_openai", "xcopa_et", None}
         # a unit with a model step (Task2Vec) is spread over the run queue's slots; the registry is one run
         from simassets.core.budget import max_concurrent_runs
@@ -289,7 +290,8 @@ def test_registering_a_model_runs_only_its_partitions_then_the_study_refreshes(m
     requested = _requested(result, instance)
     mb = lambda b: str(dg.MultiPartitionKey({"model": "tiny-2", "benchmark": b}))  # noqa: E731
     mc = lambda c: str(dg.MultiPartitionKey({"model": "tiny-2", "corpus": c}))  # noqa: E731
-    assert requested == ({(a, mb(b)) for a in ("benchmark_evaluation", "model_similarity") for b in BENCHMARKS}
+    assert requested == ({(a, mb(b)) for a in ("benchmark_evaluation", "model_similarity", "contamination_gain")
+                          for b in BENCHMARKS}
                          | {("corpus_perplexity", mc("c4_en"))})  # its partitions and nothing else
     # a model's evaluations go in as few runs as the run queue has slots (each loads the model once)
     from simassets.core.budget import max_concurrent_runs

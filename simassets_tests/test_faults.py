@@ -147,10 +147,11 @@ def test_the_syncs_runs_of_a_new_model_run_side_by_side_and_match_a_serial_run(m
     runs = [r for r in instance.get_run_records() if r.dagster_run.job_name == "quick__refresh_model_x_benchmark"
             and r.dagster_run.tags.get("simassets/trigger") == "catalog_sync_quick"]
     assert len(runs) == 2 and all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    # one step per asset per run: the model loaded once for all of the run's partitions
+    # one step per asset per run (evaluation, model similarity, contamination gain): the model loaded once for
+    # all of the run's partitions
     for r in runs:
         steps = instance.get_records_for_run(r.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records
-        assert len(steps) == 2
+        assert len(steps) == 3
     spans = sorted((r.start_time, r.end_time) for r in runs)
     assert spans[1][0] < spans[0][1], spans  # the two runs overlapped
     assert not _tick(instance).run_requests  # nothing left to do

@@ -331,7 +331,7 @@ def test_damaged_weights_are_named_and_not_retried(tiny_model_dir, tmp_path):
 
 
 def test_a_missing_corpus_file_names_the_entry_and_the_path(tiny_study):
-    from simassets.defs.inputs import source_hashes
+    from simassets.core.sampling import source_hashes
     from simassets.core.sampling import SourceError
 
     catalog = load_catalog()

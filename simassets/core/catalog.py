@@ -78,6 +78,7 @@ class CorpusSpec:
     language: str = "en"
     domain: str = ""
     profiles: tuple[str, ...] = PROFILE_NAMES
+    index_dir: str | None = None  # a prebuilt whole-corpus index (corpus_index) instead of building one
 
     @property
     def is_mixture(self) -> bool:
@@ -261,6 +262,7 @@ def _corpus(file: Path, name: str, table: Any) -> CorpusSpec:
         language=f.get("language", str, "en"),
         domain=f.get("domain", str, ""),
         profiles=_profiles_field(f),
+        index_dir=f.get("index_dir", str, None),
     )
     f.finish()
     return spec

@@ -254,4 +254,6 @@ class Computation:
         stored = self.stored(scope, keys)
         if not all(s is not None and s.fingerprint == fp for s in stored):
             return False
+        if not all(Path(p).exists() for p in stored[0].info.get("files", [])):  # e.g. an index in the cache
+            return False
         return not self.figures or all(Path(p).exists() for p in stored[0].info.get("plots", []))

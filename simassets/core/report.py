@@ -15,6 +15,7 @@ is fetched from the network, so the folder opens from ``file://`` and can be mov
 from __future__ import annotations
 
 import html
+import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -476,23 +477,36 @@ def _study_caveats(
 
 
 def _contamination_section(wh: Warehouse, profile: str) -> str:
+    """Whole-corpus contamination per benchmark and corpus (contaminated at 8/13/25/50 words), the negative
+    control, and per model the gain (accuracy on contaminated minus clean examples) where a side is not empty."""
     rows = wh.query(
-        """select benchmark, corpus, measure, value from dataset_similarity where profile = ?
-                       and measure in ('contaminated_fraction_13', 'contaminated_fraction_8') and value > 0
-                       order by value desc, benchmark, corpus""",
+        """select benchmark, corpus, measure, value, params from dataset_similarity where profile = ? and model = ''
+           and measure like 'contaminated_fraction_%' order by benchmark, corpus""",
         [profile],
     )
+    head = "<h2 id='contamination'>Contamination against the whole corpora</h2>"
     if rows.empty:
-        return (
-            "<h2 id='contamination'>Contamination</h2><p>No benchmark example shares a 13- or 8-gram with a "
-            "corpus sample.</p>"
-        )
+        return head + "<p class='muted'>text_similarity not materialized.</p>"
     wide = rows.pivot_table(index=["benchmark", "corpus"], columns="measure", values="value").reset_index()
-    return (
-        "<h2 id='contamination'>Contamination</h2><p>Share of each benchmark's examples that share an n-gram "
-        "with the corpus sample (pairs with any overlap; evidence per example in "
-        "<code>example_similarity.evidence</code>).</p>" + html_table(wide, 20)
+    cols = [f"contaminated_fraction_{n}" for n in (8, 13, 25, 50) if f"contaminated_fraction_{n}" in wide]
+    hit = wide[(wide[cols] > 0).any(axis=1)].sort_values(cols[::-1], ascending=False) if cols else wide.iloc[:0]
+    control = [json.loads(p).get("shuffled_control_fraction_13") if p else None for p in rows["params"]]
+    control = [c for c in control if c is not None]
+    gains = wh.query(
+        """select model, benchmark, corpus, value as gain_13, ci_low, ci_high, n, warning from dataset_similarity
+           where profile = ? and measure = 'contamination_gain_13' and value = value order by abs(value) desc""",
+        [profile],
     )
+    text = (f"{len(hit)} of {len(wide)} (benchmark, corpus) pairs have an example whose longest match in the whole "
+            "corpus reaches 8 words or more" + (f"; the word-shuffled negative control reaches 13 words in at most "
+                                              f"{max(control):.1%} of a benchmark's examples" if control else "")
+            + ". Evidence per example in <code>example_similarity</code> (measure <code>longest_match</code>).")
+    out = head + f"<p>{_esc(text)}</p>" + html_table(hit[["benchmark", "corpus", *cols]], 20)
+    if len(gains):
+        out += ("<p>Does contamination change accuracy? Accuracy on examples with a >= 13-word match minus the "
+                "others, with a 95% bootstrap interval (pairs with examples on both sides):</p>"
+                + html_table(gains, 20))
+    return out
 
 
 def _interventions_section(wh: Warehouse, profile: str) -> str:

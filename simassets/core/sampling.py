@@ -17,7 +17,8 @@ from typing import Any
 
 from simassets.core import paths
 from simassets.core.catalog import Catalog, CatalogError, CorpusSpec, SourceSpec
-from simassets.core.hashing import seeded_hash64
+from simassets.core.hashing import seeded_hash64, sha256_file
+from simassets.core.paths import data_root, resolve_data_path
 
 MAX_DOC_CHARS = 1_000_000
 
@@ -227,3 +228,16 @@ def sample_corpus(catalog: Catalog, name: str, size: int, on_bad_row: str = "fai
         comp_params.append({"name": comp.name, "weight": comp.weight, "share": share, "got": len(docs), "source": source.describe()})
     params["components"] = comp_params
     return CorpusSample(name, all_docs, scanned, skipped, params)
+
+
+def source_hashes(catalog: Catalog, corpus: str) -> dict[str, str]:
+    """Content hashes of the local files a corpus reads (hub sources are identified by id)."""
+    spec = catalog.corpora[corpus]
+    sources = [spec.source] if spec.source else [c.source or catalog.corpora[c.corpus].source for c in spec.components]
+    out = {}
+    for s in sources:
+        if s.is_local and not (path := resolve_data_path(str(s.path))).is_file():
+            raise SourceError(f"[corpora.{corpus}] source file {path} not found (path {s.path!r} in "
+                              f"{catalog.source_file}; data root {data_root()})")
+        out[s.describe()] = sha256_file(str(resolve_data_path(str(s.path)))) if s.is_local else s.describe()
+    return out

@@ -51,6 +51,19 @@ TABLES: dict[str, Table] = {
             ("language", pa.string(), "language code"),
             PARAMS, CREATED,
         )),
+        Table("corpus_indexes", "the whole-corpus suffix-array index of each corpus (infini-gram, normalized words)", (
+            PROFILE,
+            ("corpus", pa.string(), "catalog corpus name"),
+            ("index_dir", pa.string(), "folder of the index (a content-hash cache entry, or the catalog's index_dir)"),
+            ("built", pa.bool_(), "built by this run (false: reused from the cache or brought by the user)"),
+            ("n_docs", pa.int64(), "documents indexed (every document of the source files)"),
+            ("n_words", pa.int64(), "normalized words indexed"),
+            ("text_bytes", pa.int64(), "bytes of indexed (normalized) text"),
+            ("index_bytes", pa.int64(), "bytes of the index folder"),
+            ("build_seconds", pa.float64(), "seconds the build took (when it was built)"),
+            ("sources", pa.string(), "JSON: source file -> sha256 (or hub id)"),
+            PARAMS, CREATED,
+        )),
         Table("corpus_embeddings", "sentence embeddings of corpus documents", (
             PROFILE,
             ("corpus", pa.string(), "catalog corpus name"),
@@ -376,6 +389,7 @@ TABLES: dict[str, Table] = {
 # Table names as constants: code names a table through these, never through a string literal.
 CORPUS_DOCUMENTS = "corpus_documents"
 BENCHMARK_EXAMPLES = "benchmark_examples"
+CORPUS_INDEXES = "corpus_indexes"
 CORPUS_EMBEDDINGS = "corpus_embeddings"
 BENCHMARK_EMBEDDINGS = "benchmark_embeddings"
 EXAMPLE_SIMILARITY = "example_similarity"

@@ -10,25 +10,13 @@ from simassets.core.catalog import BenchmarkSpec, Catalog
 from simassets.core.computation import NON_EMPTY, Call, Computation, Output, Scope, table_md
 from simassets.core.hashing import canonical_json, sha256_file, sha256_text
 from simassets.core.paths import data_root, resolve_data_path
-from simassets.core.sampling import SourceError
-from simassets.core.schema import BENCHMARK_EXAMPLES, CORPUS_DOCUMENTS
+from simassets.core.sampling import SourceError, source_hashes
+from simassets.core.measures.contamination import corpus_index_rows, index_inputs
+from simassets.core.schema import BENCHMARK_EXAMPLES, CORPUS_DOCUMENTS, CORPUS_INDEXES
 from simassets.defs.factory import build
 
 
 # --------------------------------------------------------------------------- corpora
-def source_hashes(catalog: Catalog, corpus: str) -> dict[str, str]:
-    """Content hashes of the local files a corpus reads (hub sources are identified by id)."""
-    spec = catalog.corpora[corpus]
-    sources = [spec.source] if spec.source else [c.source or catalog.corpora[c.corpus].source for c in spec.components]
-    out = {}
-    for s in sources:
-        if s.is_local and not (path := resolve_data_path(s.path)).is_file():
-            raise SourceError(f"[corpora.{corpus}] source file {path} not found (path {s.path!r} in "
-                              f"{catalog.source_file}; data root {data_root()})")
-        out[s.describe()] = sha256_file(str(resolve_data_path(s.path))) if s.is_local else s.describe()
-    return out
-
-
 def _corpus_inputs(scope: Scope, keys) -> dict:
     cat, corpus = scope.catalog, keys["corpus"]
     policy = scope.on_bad_row  # part of the fingerprint only when it is not the default
@@ -114,4 +102,11 @@ BENCHMARK_EXAMPLES_STEP = Computation(
                 "lm-eval renders and scores them.",
     inputs=_benchmark_inputs, compute=_benchmark_examples, checks=(NON_EMPTY,))
 
-defs = dg.Definitions(assets=build(CORPUS_DOCUMENTS_STEP, BENCHMARK_EXAMPLES_STEP))
+CORPUS_INDEX_STEP = Computation(
+    name="corpus_index", group="inputs", partitioning="corpus", writes=(CORPUS_INDEXES,),
+    description="The whole-corpus suffix-array index of one corpus (infini-gram; normalized words, byte level): every "
+                "document of its source files, cached by their content hash; or the catalog's prebuilt index_dir.",
+    inputs=index_inputs, compute=corpus_index_rows, kinds=("infini-gram", "parquet"), code_version="1",
+    checks=(NON_EMPTY,))
+
+defs = dg.Definitions(assets=build(CORPUS_DOCUMENTS_STEP, CORPUS_INDEX_STEP, BENCHMARK_EXAMPLES_STEP))

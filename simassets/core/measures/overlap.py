@@ -1,4 +1,6 @@
-"""Contamination: word n-gram overlap (13- and 8-grams) between benchmark examples and a corpus sample.
+"""Word n-gram overlap between a set of texts and a small in-memory corpus: the fine-tuning guard's check that a
+training set does not contain its target (whole-corpus contamination uses the suffix-array index instead:
+:mod:`simassets.core.corpus_index`), and the sample-based baseline of ``benchmarks/contamination.py``.
 
 Normalization (both sides): lower-case; delete every run of characters that are neither word characters
 nor whitespace (``[^\\w\\s]+`` with the ``regex`` engine, so "don't" -> "dont", "U.S." -> "us", "cell-death"
@@ -26,7 +28,6 @@ import numpy as np
 import regex
 
 from simassets.core.measures.hashed_ngrams import hash_token_lists, ngram_hashes
-from simassets.core.measures.registry import MeasureSpec, register
 
 _PUNCT = regex.compile(r"[^\w\s]+")
 DEFAULT_NS = (13, 8)
@@ -122,19 +123,3 @@ def overlap_measures(bench_texts: Sequence[str], corpus_texts: Sequence[str] | d
     if missing:
         raise ValueError(f"no corpus index for n = {missing}")
     return {n: ngram_overlap(bench_texts, indexes[n]) for n in ns}
-
-
-# ------------------------------------------------------------------ registered measures
-for _n in (13, 8):
-    register(MeasureSpec(
-        name=f"ngram_overlap_{_n}", range=(0.0, 1.0), family="overlap", levels=("example", "dataset"), direction=1,
-        description=f"Fraction of an example's word {_n}-grams (normalized text) found in the corpus sample; the dataset value is the mean over examples.",
-        formula=f"|{{{_n}-grams of x in corpus}}| / |{{{_n}-grams of x}}| (0 if x has < {_n} words)",
-        params={"n": _n, "normalization": "lower-case; delete [^\\w\\s]+; split on whitespace"},
-    ))
-    register(MeasureSpec(
-        name=f"contaminated_fraction_{_n}", range=(0.0, 1.0), family="overlap", levels=("dataset",), direction=1,
-        description=f"Share of benchmark examples sharing at least one word {_n}-gram with the corpus sample (short examples count as clean).",
-        formula=f"mean_x 1[x shares a {_n}-gram with the corpus]",
-        params={"n": _n, "normalization": "lower-case; delete [^\\w\\s]+; split on whitespace"},
-    ))

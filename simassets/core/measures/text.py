@@ -1,7 +1,8 @@
 """The model-free text family's asset: hashed uni+bigram KL/JS (DSIR features) with per-example importance
-weights, gzip NCD alignment, and word n-gram overlap (contamination against the sample) with evidence.
+weights, gzip NCD alignment against the corpus sample, and whole-corpus contamination (longest match, match
+coverage, contaminated fractions) against the corpus's suffix-array index, with evidence.
 
-The measures themselves live in :mod:`.hashed_ngrams`, :mod:`.compression` and :mod:`.overlap`; this module
+The measures themselves live in :mod:`.hashed_ngrams`, :mod:`.compression` and :mod:`.contamination`; this module
 computes them together because they share the corpus side (hashed once per corpus content and process).
 """
 
@@ -15,12 +16,12 @@ import pandas as pd
 from simassets.core.computation import Call, Computation, Output, Scope, Upstream, table_md
 from simassets.core.hashing import canonical_json
 from simassets.core.measures.registry import register_family
-from simassets.core.schema import BENCHMARK_EXAMPLES, CORPUS_DOCUMENTS, DATASET_SIMILARITY, EXAMPLE_SIMILARITY
+from simassets.core.schema import (BENCHMARK_EXAMPLES, CORPUS_DOCUMENTS, CORPUS_INDEXES, DATASET_SIMILARITY,
+                                   EXAMPLE_SIMILARITY)
 from simassets.core.tasks import benchmark_text
 
 N_BOOT = {"quick": 200, "full": 1000}
 GZIP_PAIRS = {"quick": 1000, "full": 5000}
-OVERLAP_NS = (13, 8)
 _CORPUS_FEATURES: OrderedDict[str, dict[str, Any]] = OrderedDict()  # corpus content fingerprint -> features
 _CORPUS_FEATURES_MAX = 8
 
@@ -30,13 +31,12 @@ def corpus_features(corpus: pd.DataFrame, fingerprint: str | None = None) -> dic
     corpus content in this process: a corpus is compared with every benchmark, so this saves rehashing
     it for each one. ``fingerprint`` is the stored partition's content fingerprint (no caching without it)."""
     from simassets.core.measures.hashed_ngrams import featurize
-    from simassets.core.measures.overlap import build_indexes
 
     if fingerprint and fingerprint in _CORPUS_FEATURES:
         _CORPUS_FEATURES.move_to_end(fingerprint)
         return _CORPUS_FEATURES[fingerprint]
     texts = corpus["text"].tolist()
-    feats = {"hashed": featurize(texts), "overlap": build_indexes(texts, OVERLAP_NS, corpus["doc_id"].tolist())}
+    feats = {"hashed": featurize(texts)}
     if fingerprint:
         _CORPUS_FEATURES[fingerprint] = feats
         while len(_CORPUS_FEATURES) > _CORPUS_FEATURES_MAX:
@@ -46,21 +46,21 @@ def corpus_features(corpus: pd.DataFrame, fingerprint: str | None = None) -> dic
 
 def text_similarity_rows(bench: pd.DataFrame, corpus: pd.DataFrame, n_boot: int, gzip_pairs: int,
                          seed: int, corpus_fingerprint: str | None = None,
-                         kl_options: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                         kl_options: dict | None = None, index=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-example and dataset-level rows (measure, value, ...) of the model-free text measures.
 
     ``kl_options`` chooses the hashed-n-gram KL estimator (``estimator``, ``lam``, ``eps``; the catalog's
-    ``[measures.hashed_ngram_kl]``); the default is the interpolated estimator."""
+    ``[measures.hashed_ngram_kl]``); the default is the interpolated estimator. ``index`` (an opened
+    :class:`~simassets.core.corpus_index.CorpusIndex` of the whole corpus) adds the contamination rows."""
     from simassets.core.measures.compression import gzip_alignment
+    from simassets.core.measures.contamination import contamination_rows
     from simassets.core.measures.hashed_ngrams import hashed_ngram_measures
-    from simassets.core.measures.overlap import overlap_measures
 
     btexts, ctexts = benchmark_text(bench), corpus["text"].tolist()
     ids = bench["example_id"].to_numpy()
     feats = corpus_features(corpus, corpus_fingerprint)
     hashed = hashed_ngram_measures(btexts, feats["hashed"], n_boot=n_boot, seed=seed, **(kl_options or {}))
     gz = gzip_alignment(btexts, ctexts, n_pairs=gzip_pairs, seed=seed)
-    ov = overlap_measures(btexts, feats["overlap"], ns=OVERLAP_NS)
     hashed_params = canonical_json({k: hashed[k] for k in ("num_buckets", "ngrams", "tokenizer", "hash", "eps", "n_boot",
                                                            "seed", "ci", "kl_estimator")}
                                    | {"ci_method": "basic bootstrap over corpus documents"})
@@ -82,16 +82,13 @@ def text_similarity_rows(bench: pd.DataFrame, corpus: pd.DataFrame, n_boot: int,
         {"measure": "hashed_ngram_js", "value": hashed["js"], "params": hashed_params},
         {"measure": "gzip_alignment", "value": gz["gzip_alignment"], "params": gz_params},
     ]
-    for n, res in ov.items():
-        params = canonical_json({"n": n, "normalization": res["normalization"], "corpus_docs": res["n_corpus_docs"]})
-        evidence = [f"{d}: {g}" if d else None for d, g in zip(res["evidence_doc_id"], res["evidence_ngram"])]
-        ex_frames.append(per_example(f"ngram_overlap_{n}", res["overlap_fraction"], params, evidence))
-        short = f"{res['n_short']} examples shorter than {n} words count as clean" if res["n_short"] else None
-        ds_rows += [{"measure": f"ngram_overlap_{n}", "value": res["mean_overlap_fraction"], "params": params},
-                    {"measure": f"contaminated_fraction_{n}", "value": res["contaminated_fraction"], "params": params,
-                     "warning": short}]
+    dataset = pd.DataFrame(ds_rows)
+    if index is not None:
+        ex_cont, ds_cont = contamination_rows(btexts, ids, index, seed)
+        ex_frames.append(ex_cont)
+        dataset = pd.concat([dataset, ds_cont], ignore_index=True)
     examples = pd.concat(ex_frames, ignore_index=True)
-    dataset = pd.DataFrame(ds_rows).reindex(columns=["measure", "value", "ci_low", "ci_high", "warning", "params"])
+    dataset = dataset.reindex(columns=["measure", "value", "ci_low", "ci_high", "warning", "params"])
     dataset["n"] = len(bench)
     return examples, dataset
 
@@ -100,25 +97,31 @@ def _inputs(scope: Scope, keys) -> dict:
     return {"n_boot": N_BOOT[scope.profile], "gzip_pairs": GZIP_PAIRS[scope.profile], "seed": scope.seed,
             "kl": scope.catalog.kl_options("hashed_ngram_kl"),
             "corpus": scope.upstream(CORPUS_DOCUMENTS, {"corpus": keys["corpus"]}),
+            "index": scope.upstream(CORPUS_INDEXES, {"corpus": keys["corpus"]}),
             "benchmark": scope.upstream(BENCHMARK_EXAMPLES, {"benchmark": keys["benchmark"]})}
 
 
 def _compute(call: Call) -> Output:
+    from simassets.core.measures.contamination import index_folder, open_index
+
     bench = call.read(BENCHMARK_EXAMPLES, benchmark=call.keys["benchmark"])
     corpus = call.read(CORPUS_DOCUMENTS, corpus=call.keys["corpus"])
+    index = open_index(index_folder(call.scope, call.keys["corpus"]))
     examples, dataset = text_similarity_rows(bench, corpus, N_BOOT[call.profile], GZIP_PAIRS[call.profile],
-                                             call.scope.seed, call.inputs["corpus"], call.inputs["kl"])
+                                             call.scope.seed, call.inputs["corpus"], call.inputs["kl"], index)
     contaminated = float(dataset.loc[dataset["measure"] == "contaminated_fraction_13", "value"].iloc[0])
     return Output({EXAMPLE_SIMILARITY: examples.assign(model=""), DATASET_SIMILARITY: dataset.assign(model="")},
-                  metadata={"examples": len(bench), "corpus_docs": len(corpus), "contaminated_fraction_13": contaminated,
+                  metadata={"examples": len(bench), "corpus_sample_docs": len(corpus),
+                            "corpus_index_docs": index.info.n_docs, "contaminated_fraction_13": contaminated,
                             "dataset_measures": table_md(dataset[["measure", "value", "ci_low", "ci_high"]])})
 
 
 FAMILY = register_family(Computation(
     name="text_similarity", group="similarity", partitioning="corpus_x_benchmark",
     description="Model-free similarity of a benchmark to a corpus sample: hashed uni+bigram KL/JS (DSIR features) "
-                "with per-example importance weights, gzip NCD alignment, and 13/8-gram overlap (contamination) "
-                "with evidence.",
+                "with per-example importance weights, gzip NCD alignment, and whole-corpus contamination (longest "
+                "match, coverage and contaminated fraction at 8/13/25/50 words against the corpus index) with "
+                "evidence.",
     writes=(EXAMPLE_SIMILARITY, DATASET_SIMILARITY), inputs=_inputs, compute=_compute,
-    upstream=(Upstream("corpus_documents"), Upstream("benchmark_examples")), kinds=("numpy", "parquet"),
-    code_version="2", storage_keys=lambda keys: {**keys, "asset": "text_similarity"}))
+    upstream=(Upstream("corpus_documents"), Upstream("corpus_index"), Upstream("benchmark_examples")),
+    kinds=("numpy", "parquet"), code_version="3", storage_keys=lambda keys: {**keys, "asset": "text_similarity"}))
