@@ -281,13 +281,14 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
     try:
         start_ready()
         while in_flight:
+            workers_now = list((getattr(pool, "_processes", None) or {}).values())  # their exit codes, if one dies
             done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
             for future in done:
                 i, piece = in_flight.pop(future)
                 try:
                     part = future.result()
                 except BrokenProcessPool as exc:  # a worker died (OOM killer, kill -9): its run never reported
-                    codes = [p.exitcode for p in (getattr(pool, "_processes", None) or {}).values() if p.exitcode]
+                    codes = sorted({p.exitcode for p in workers_now if p.exitcode})
                     cause = (f"worker process lost (exit code {', '.join(map(str, codes)) or 'unknown'}; "
                              f"killed, or out of memory): {exc}")
                     for dead in fail_dead_runs(instance):

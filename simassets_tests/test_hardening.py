@@ -216,7 +216,8 @@ def test_a_lost_worker_is_retried_once_then_reported_and_the_run_finishes(materi
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1, out
-    assert "retrying once on a fresh worker" in out and "worker process lost (exit code -9" in out, out
+    assert "retrying once on a fresh worker" in out and "worker process lost (exit code" in out, out
+    assert "exit code -9" in out or "exit code unknown" in out, out  # SIGKILL, when the pool still knew the worker
     assert "FAILED benchmark_evaluation[" in out and "done in" in out and "views" in out, out
     assert "Traceback" not in out, out
     instance = runner.get_instance()
