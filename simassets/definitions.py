@@ -12,8 +12,13 @@ from pathlib import Path
 import dagster as dg
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
+def build_defs(executor: dg.ExecutorDefinition = dg.in_process_executor) -> dg.Definitions:
+    """The code location with ``executor`` (a deployment swaps it: ``deploy/k8s`` runs each step as a Job)."""
     quiet = dg.colored_console_logger.configured({"log_level": "WARNING"})
     return dg.Definitions.merge(dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-                                dg.Definitions(executor=dg.in_process_executor, loggers={"console": quiet}))
+                                dg.Definitions(executor=executor, loggers={"console": quiet}))
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_defs()

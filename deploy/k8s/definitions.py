@@ -11,11 +11,11 @@ import dagster as dg
 import yaml
 from dagster_k8s import k8s_job_executor
 
-from simassets.definitions import defs as base_defs
+from simassets.definitions import build_defs
 
 EXECUTOR_CONFIG = yaml.safe_load((Path(__file__).with_name("executor.yaml")).read_text())
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions.merge(base_defs(), dg.Definitions(executor=k8s_job_executor.configured(EXECUTOR_CONFIG)))
+    return build_defs(k8s_job_executor.configured(EXECUTOR_CONFIG))
