@@ -75,6 +75,7 @@ def headline_heatmap(corr: pd.DataFrame, path: Path, study: str, score: str, met
     """Oriented ``method`` correlation of every measure with ``score`` against every corpus, a panel per model;
     ``*`` marks p_adj < 0.05, ``·`` p < 0.05 before correction; blank = undefined or absent."""
     sub = corr[(corr["method"] == method) & (corr["score"] == score)]
+    sub = sub[sub.groupby("measure")["r_oriented"].transform(lambda r: r.notna().any())]  # no all-blank rows
     if sub.empty:
         return None
     models = sorted(sub["model"].unique())
@@ -82,7 +83,7 @@ def headline_heatmap(corr: pd.DataFrame, path: Path, study: str, score: str, met
     corpora = [c for c in sorted(sub["corpus"].unique()) if c != NO_CORPUS] + (
         [NO_CORPUS] if NO_CORPUS in set(sub["corpus"]) else [])
     key = {"rows": sub[["model", "corpus", "measure", "r_oriented", "p", "p_adj", "n"]].round(6).astype(str)
-           .to_numpy().tolist(), "study": study, "score": score, "method": method, "v": 2}
+           .to_numpy().tolist(), "study": study, "score": score, "method": method, "v": 3}
 
     def draw(out: Path) -> None:
         plt = _pyplot()
@@ -107,7 +108,7 @@ def headline_heatmap(corr: pd.DataFrame, path: Path, study: str, score: str, met
                           fontsize=MIN_FONT)
             ax.set_yticks(range(len(measures)), measures, fontsize=MIN_FONT)
             ax.set_xlabel("corpus", fontsize=MIN_FONT)
-            ns = sub.loc[sub["model"] == model, "n"]
+            ns = sub.loc[(sub["model"] == model) & sub["r_oriented"].notna(), "n"]
             ax.set_title(f"{model or 'every model'}: n = {int(ns.min())}–{int(ns.max())} benchmarks", fontsize=10)
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.9,
                      label=f"oriented {method} r (+: more similar ⇒ better)")

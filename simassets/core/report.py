@@ -643,7 +643,8 @@ def build_report(
         )
         caption = (
             f"oriented Spearman correlation with {spec.scores[0]} across the study's benchmarks (n in each "
-            "panel's title); * p_adj < 0.05, · p < 0.05 before correction; blank = undefined"
+            "panel's title); * p_adj < 0.05, · p < 0.05 before correction; blank = undefined; a measure undefined "
+            "for every corpus is left out (see the caveats)"
         )
         index.append(
             f"<h2 id='study-{_esc(spec.name)}'>Study “{_esc(spec.name)}”</h2><p>{_esc(spec.description)}</p>"
