@@ -216,6 +216,7 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
     or a pool of ``workers`` processes."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures import CancelledError
     from concurrent.futures.process import BrokenProcessPool
 
     from simassets.defs.resources import StudyResource
@@ -287,7 +288,8 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
                 i, piece = in_flight.pop(future)
                 try:
                     part = future.result()
-                except BrokenProcessPool as exc:  # a worker died (OOM killer, kill -9): its run never reported
+                except (BrokenProcessPool, CancelledError) as exc:  # a worker died (OOM killer, kill -9), or its
+                    # pool did and took this pending piece with it: the piece never ran to the end
                     codes = sorted({p.exitcode for p in workers_now if p.exitcode})
                     cause = (f"worker process lost (exit code {', '.join(map(str, codes)) or 'unknown'}; "
                              f"killed, or out of memory): {exc}")
