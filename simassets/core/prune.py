@@ -8,12 +8,11 @@ declare; profile-free files (folder ``_``) are checked against every profile tog
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from simassets.core.warehouse import Warehouse
+from simassets.core.warehouse import Warehouse, partition_keys
 
 DIMENSIONS = ("corpus", "benchmark", "model", "study")
 
@@ -24,16 +23,6 @@ class Orphan:
     table: str
     profile: str
     reason: str  # e.g. "benchmark=piqa"
-
-
-def partition_keys(path: Path) -> dict[str, str]:
-    """The keys encoded in a partition file name (``k1=v1__k2=v2.parquet``)."""
-    keys = {}
-    for part in path.name.removesuffix(".parquet").split("__"):
-        if "=" in part:
-            k, v = part.split("=", 1)
-            keys[k] = urllib.parse.unquote(v)
-    return keys
 
 
 def orphans(wh: Warehouse, declared: Mapping[str, Mapping[str, set[str]]]) -> list[Orphan]:

@@ -66,6 +66,16 @@ def partition_filename(keys: Mapping[str, str]) -> str:
     return "__".join(f"{k}={_quote(v)}" for k, v in sorted(keys.items())) + ".parquet"
 
 
+def partition_keys(path: Path) -> dict[str, str]:
+    """The keys of a partition file (the inverse of :func:`partition_filename`)."""
+    keys = {}
+    for part in path.name.removesuffix(".parquet").split("__"):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            keys[k] = urllib.parse.unquote(v)
+    return keys
+
+
 def pause_point(point: str, table: str) -> None:
     """Fault-injection hook for tests: with ``SIMASSETS_PAUSE_AT=<point>:<table>`` the process writes the
     file named by ``SIMASSETS_PAUSE_FILE`` and sleeps there (so a test can SIGKILL it at a known place)."""
@@ -250,10 +260,9 @@ class Warehouse:
     def partitions_where(self, dimension: str, value: str) -> list[Path]:
         """Every stored partition, of any table and profile, whose keys include ``dimension=value`` (e.g.
         ``model=<id>``), and those of tables keyed by ``dataset_kind=dimension`` + ``dataset=value``."""
-        wanted = f"{dimension}={_quote(value)}"
-        as_dataset = {f"dataset_kind={_quote(dimension)}", f"dataset={_quote(value)}"}
         return [p for p in self.partition_files()
-                if wanted in (parts := set(p.name.removesuffix(".parquet").split("__"))) or as_dataset <= parts]
+                if (keys := partition_keys(p)).get(dimension) == value
+                or (keys.get("dataset_kind") == dimension and keys.get("dataset") == value)]
 
     def delete_partitions_where(self, dimension: str, value: str) -> list[Path]:
         """Delete :meth:`partitions_where` (with their seals); returns the deleted files."""
@@ -303,16 +312,25 @@ class Warehouse:
 
         Never touches the user-facing DuckDB file, so it cannot be blocked by a user's session.
         """
-        import duckdb
-
-        con = duckdb.connect(":memory:")
+        con = self._memory_views()
         try:
-            for name in TABLES:
-                self._ensure_schema_file(TABLES[name])
-                con.execute(f"create view {name} as {self._view_select(name)}")
             return con.execute(sql, params or []).fetchdf()
         finally:
             con.close()
+
+    def _memory_views(self, config: Mapping[str, Any] | None = None):
+        """An in-memory DuckDB connection with a view per table over this home's Parquet files."""
+        import duckdb
+
+        con = duckdb.connect(":memory:", config=dict(config or {}))
+        try:
+            for name, table in TABLES.items():
+                self._ensure_schema_file(table)
+                con.execute(f"create view {name} as {self._view_select(name)}")
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     # ------------------------------------------------------------------ user SQL
     def sandbox(self):
@@ -320,15 +338,8 @@ class Warehouse:
         (the sealing key and the rest of the machine stay out of reach), no extensions, settings locked. Run user
         SQL through :meth:`user_query`, which also refuses every statement but SELECT (a COPY into the warehouse
         folder itself would otherwise be allowed)."""
-        import duckdb
-
-        for table in TABLES.values():
-            self._ensure_schema_file(table)
-        con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
-                                                 "autoload_known_extensions": False})
+        con = self._memory_views({"autoinstall_known_extensions": False, "autoload_known_extensions": False})
         try:
-            for name in TABLES:
-                con.execute(f"create view {name} as {self._view_select(name)}")
             con.execute(f"set allowed_directories = [{sql_literal(str(self.root) + os.sep)}]")
             con.execute("set enable_external_access = false")
             con.execute("set lock_configuration = true")
