@@ -162,16 +162,25 @@ class CorpusIndex:
         self.engine = InfiniGramEngine(index_dir=str(self.folder), eos_token_id=0, vocab_size=255, version=4,
                                        token_dtype="u8")
 
-    def count(self, words: Sequence[str]) -> int:
-        return int(self.engine.count(list(f" {' '.join(words)} ".encode()))["count"])
+    def _find(self, words: Sequence[bytes]) -> dict:
+        """infini-gram's ``find`` of ``words`` as whole words (a space on each side)."""
+        return self.engine.find(list(b" " + b" ".join(words) + b" "))
 
-    def doc_with(self, words: Sequence[str]) -> str | None:
-        """The id of the first document (in suffix-array order) that holds ``words`` as whole words."""
-        found = self.engine.find(list(f" {' '.join(words)} ".encode()))
+    def locate(self, words: Sequence[str]) -> tuple[int, str | None]:
+        """One lookup: how often ``words`` occur as whole words, and the id of the first document (in suffix-array
+        order) that holds them."""
+        found = self._find([w.encode() for w in words])
         for shard, (lo, hi) in enumerate(found["segment_by_shard"]):
             if hi > lo:
-                return self.doc_ids[int(self.engine.get_doc_by_rank(s=shard, rank=lo, max_disp_len=1)["doc_ix"])]
-        return None
+                doc = self.engine.get_doc_by_rank(s=shard, rank=lo, max_disp_len=1)["doc_ix"]
+                return int(found["cnt"]), self.doc_ids[int(doc)]
+        return 0, None
+
+    def count(self, words: Sequence[str]) -> int:
+        return self.locate(words)[0]
+
+    def doc_with(self, words: Sequence[str]) -> str | None:
+        return self.locate(words)[1]
 
     def match_lengths(self, words: Sequence[str]) -> np.ndarray:
         """``L[w]``: the number of whole words of the longest corpus match that starts at word ``w``.
@@ -192,8 +201,7 @@ class CorpusIndex:
         return out
 
     def _occurs(self, words: Sequence[bytes]) -> bool:
-        query = b" " + b" ".join(words) + b" "
-        return int(self.engine.find(list(query))["cnt"]) > 0
+        return int(self._find(words)["cnt"]) > 0
 
     def example(self, text: str, thresholds: Sequence[int] = THRESHOLDS) -> ExampleMatch:
         words = normalize_words(text)
@@ -209,8 +217,8 @@ class CorpusIndex:
                 mark[s] += 1
                 mark[s + lengths[s]] -= 1
             coverage[n] = float((np.cumsum(mark)[:-1] > 0).mean())
-        return ExampleMatch(len(words), int(lengths[w]), self.count(span), " ".join(span), self.doc_with(span),
-                            coverage, lengths)
+        count, doc = self.locate(span)
+        return ExampleMatch(len(words), int(lengths[w]), count, " ".join(span), doc, coverage, lengths)
 
 
 def contamination_gain(correct: np.ndarray, contaminated: np.ndarray, n_boot: int = 1000,
@@ -229,8 +237,7 @@ def contamination_gain(correct: np.ndarray, contaminated: np.ndarray, n_boot: in
     return out | {"gain": float(a.mean() - b.mean()), "ci_low": float(low), "ci_high": float(high)}
 
 
-def shuffled_control(text: str, seed: int) -> str:
-    """The negative control: the example's words in a seeded random order."""
+def shuffled_words(text: str, seed: int) -> list[str]:
+    """The negative control: the example's normalized words in a seeded random order."""
     words = normalize_words(text)
-    order = np.random.default_rng(seed).permutation(len(words))
-    return " ".join(words[i] for i in order)
+    return [words[i] for i in np.random.default_rng(seed).permutation(len(words))]

@@ -137,12 +137,12 @@ def open_index(folder: str):
 def contamination_rows(texts: list[str], ids: np.ndarray, index, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-example (``longest_match``, ``match_coverage_n``) and dataset rows (``contaminated_fraction_n``, mean
     coverage, mean longest match) of a benchmark against one corpus index, with the shuffled negative control."""
-    from simassets.core.corpus_index import shuffled_control
+    from simassets.core.corpus_index import shuffled_words
 
     matches = [index.example(t, NS) for t in texts]
     longest = np.array([m.longest for m in matches], dtype=float)
-    control = np.array([index.example(shuffled_control(t, seed + i), (CONTROL_N,)).longest
-                        for i, t in enumerate(texts)]) >= CONTROL_N
+    control = np.array([index.match_lengths(shuffled_words(t, seed + i)).max(initial=0)
+                        for i, t in enumerate(texts)]) >= CONTROL_N  # only the lengths: no evidence lookups
     control_fraction = float(control.mean()) if len(texts) else float("nan")
     params = canonical_json({"unit": index.info.unit, "corpus_docs": index.info.n_docs,
                              "corpus_words": index.info.n_words, "thresholds": list(NS),
@@ -225,11 +225,16 @@ GAIN_FAMILY = register_family(Computation(
 
 
 def index_folder(scope: Scope, corpus: str) -> str:
-    """The index folder recorded by ``corpus_index`` for a corpus."""
+    """The index folder recorded by ``corpus_index`` for a corpus (read once per scope: a run's corpus x benchmark
+    partitions share it)."""
     from simassets.core.schema import CORPUS_INDEXES
 
-    row = scope.warehouse.read_partition(CORPUS_INDEXES, scope.profile, {"corpus": corpus})
-    folder = str(row["index_dir"].iloc[0])
-    if not Path(folder, "info.json").exists():
-        raise FileNotFoundError(f"corpus_index[{corpus}] recorded {folder}, which is gone: re-materialize corpus_index")
-    return folder
+    key = ("index_dir", corpus)
+    if key not in scope.memo:
+        row = scope.warehouse.read_partition(CORPUS_INDEXES, scope.profile, {"corpus": corpus})
+        folder = str(row["index_dir"].iloc[0])
+        if not Path(folder, "info.json").exists():
+            raise FileNotFoundError(f"corpus_index[{corpus}] recorded {folder}, which is gone: re-materialize "
+                                    "corpus_index")
+        scope.memo[key] = folder
+    return scope.memo[key]
