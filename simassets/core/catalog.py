@@ -249,9 +249,7 @@ def _corpus(file: Path, name: str, table: Any) -> CorpusSpec:
         cf.finish()
     if (source is None) == (not comps):
         raise CatalogError(f"{file}: [{entry}] needs exactly one of 'source' or 'components' (a mixture)")
-    sample_size = f.get("sample_size", int, None)
-    if sample_size is not None and sample_size <= 0:
-        raise f._err("sample_size", f"must be positive, got {sample_size}")
+    sample_size = f.get("sample_size", int, None, minimum=1)
     spec = CorpusSpec(
         name=name,
         description=f.get("description", str, ""),

@@ -124,17 +124,14 @@ def parse_study(catalog: Catalog, name: str, table: Any) -> StudySpec:
         scores=_choices(f, "scores", SCORE_COLUMNS, "score column(s)", ("normalized_score",)),
         methods=_choices(f, "methods", stats.METHODS, "method(s)", stats.METHODS),
         correction=f.get("correction", str, "by", choices=stats.CORRECTIONS),
-        n_boot=f.get("n_boot", int, 1000),
-        n_perm=f.get("n_perm", int, stats.MC_FIRST),
+        n_boot=f.get("n_boot", int, 1000, minimum=0),
+        n_perm=f.get("n_perm", int, stats.MC_FIRST, minimum=0),
         p_method=f.get("p_method", str, "auto", choices=stats.P_METHODS),
     )
     f.finish()
     for key in ("scores", "methods"):
         if not getattr(spec, key):
             raise f._err(key, "must not be empty")
-    for key in ("n_boot", "n_perm"):
-        if getattr(spec, key) < 0:
-            raise f._err(key, f"must be >= 0, got {getattr(spec, key)}")
     if spec.n_perm < 1 and spec.p_method == "auto":
         raise f._err("n_perm", "must be >= 1 for permutation p-values (or set p_method = \"asymptotic\")")
     return spec
