@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from simassets.core.catalog import CatalogError, load_catalog
 from simassets.core.models import ModelRegistryError, load_registry
 from simassets.core.warehouse import Warehouse, seal_path
 from simassets_tests.test_automation import BENCHMARKS, materialized_study, template_study  # noqa: F401 (fixtures)
+from simassets_tests.test_faults import _cli
 
 MODEL = "tiny-llama"
 
@@ -42,11 +42,6 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SIMASSETS_HOME", str(h))
     Warehouse(h).write_partition("benchmark_scores", "quick", {"model": "m1", "benchmark": "b1"}, _scores_row(), "fp1")
     return h
-
-
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "simassets.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
 
 
 # ---------------------------------------------------------------- 1. the SQL sandbox; seals
@@ -189,21 +184,24 @@ def _wait_for(marker: Path, proc: subprocess.Popen, seconds: float = 300) -> int
     return pid
 
 
-def _stale(wh: Warehouse) -> None:
+def _paused_parallel_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """``simassets run --workers 2`` with one evaluation partition stale; the worker that recomputes it pauses
+    just before its write and names itself in the returned marker file."""
+    wh = Warehouse()
     keys = {"model": MODEL, "benchmark": "arc_easy"}
     rows = wh.read_partition("benchmark_scores", "quick", keys).drop(columns=["profile", "created_at"])
     wh.write_partition("benchmark_scores", "quick", keys, rows, "stale")
+    marker = tmp_path / "paused"
+    proc = _cli("run", "--profile", "quick", "--workers", "2",
+                env={"SIMASSETS_PAUSE_AT": "replace:benchmark_scores", "SIMASSETS_PAUSE_FILE": str(marker)})
+    return proc, marker
 
 
 def test_a_lost_worker_is_retried_once_then_reported_and_the_run_finishes(materialized_study, tmp_path):  # noqa: F811
     """A worker killed (as the OOM killer would) mid-step: its piece is retried on a fresh worker; killed again,
     the piece is reported failed with the cause, the other work completes, the summary and the views follow, and
     no run is left STARTED."""
-    wh = Warehouse()
-    _stale(wh)
-    marker = tmp_path / "paused"
-    proc = _cli("run", "--profile", "quick", "--workers", "2",
-                env={"SIMASSETS_PAUSE_AT": "replace:benchmark_scores", "SIMASSETS_PAUSE_FILE": str(marker)})
+    proc, marker = _paused_parallel_run(tmp_path)
     try:
         first = _wait_for(marker, proc)
         assert first != proc.pid
@@ -226,11 +224,7 @@ def test_a_lost_worker_is_retried_once_then_reported_and_the_run_finishes(materi
 
 def test_workers_exit_with_their_parent_and_its_runs_are_failed_at_the_next_start(materialized_study,  # noqa: F811
                                                                                   tmp_path):
-    wh = Warehouse()
-    _stale(wh)
-    marker = tmp_path / "paused"
-    proc = _cli("run", "--profile", "quick", "--workers", "2",
-                env={"SIMASSETS_PAUSE_AT": "replace:benchmark_scores", "SIMASSETS_PAUSE_FILE": str(marker)})
+    proc, marker = _paused_parallel_run(tmp_path)
     try:
         worker = _wait_for(marker, proc)
         os.kill(proc.pid, signal.SIGKILL)  # the main process dies; its paused worker must not compute on
