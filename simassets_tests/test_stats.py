@@ -157,15 +157,48 @@ def test_bootstrap_ci_contains_r_and_is_seeded():
     assert (both.ci_low, both.ci_high) == (res.ci_low, res.ci_high)
 
 
-def test_two_level_interval_is_wider_and_reduces_to_one_level_without_noise():
-    """Scores from 30 examples: re-estimating each benchmark's accuracy in every resample widens the
-    interval; with a huge example count the two levels agree."""
+def test_two_level_interval_covers_the_true_score_correlation():
+    """Simulated benchmarks whose accuracies come from 30 examples each: the benchmark-only interval is centred
+    on the attenuated r and misses the correlation with the true accuracies; the two-level interval (re-drawn
+    scores, attenuation corrected) covers it at about the nominal rate and is wider. Scores that are pure noise
+    (reliability <= 0) leave the true correlation open."""
+    rng = np.random.default_rng(0)
+    rho, n = 0.6, 30
+    big_x = rng.normal(size=200_000)
+    true = spearmanr(big_x, rho * big_x + np.sqrt(1 - rho**2) * rng.normal(size=big_x.size)).statistic
+    cover1 = cover2 = 0
+    widen, rels = [], []
+    for k in range(40):
+        x = rng.normal(size=n)
+        t = np.clip(0.55 + 0.12 * (rho * x + np.sqrt(1 - rho**2) * rng.normal(size=n)), 0.01, 0.99)
+        acc = rng.binomial(30, t) / 30
+        res = stats.correlate(x, acc, "spearman", n_boot=400, seed=k, p_method="asymptotic",
+                              noise=stats.ScoreNoise.of(np.full(n, 30), acc))
+        cover1 += res.ci_low <= true <= res.ci_high
+        cover2 += res.ci2_low <= true <= res.ci2_high
+        widen.append((res.ci2_high - res.ci2_low) / (res.ci_high - res.ci_low))
+        rels.append(res.reliability)
+    assert cover2 >= 36 and cover1 < cover2, (cover1, cover2)
+    assert np.median(widen) > 1.2
+    # reliability = 1 - mean error variance / variance of the scores: about var(t) / (var(t) + p(1-p)/30) here
+    assert 0.5 < np.median(rels) < 0.8
+    # pure noise: every benchmark at the same true rate, the observed spread is sampling error only
+    acc = rng.binomial(30, np.full(n, 0.5)) / 30
+    noisy = stats.correlate(rng.normal(size=n), acc, "spearman", n_boot=400, seed=1, p_method="asymptotic",
+                            noise=stats.ScoreNoise.of(np.full(n, 30), acc))
+    assert noisy.reliability < 0.3
+    assert noisy.ci2_low < -0.9 and noisy.ci2_high > 0.9
+
+
+def test_two_level_interval_reduces_to_one_level_without_noise():
+    """With a huge example count the two levels agree (reliability 1, nothing re-drawn); a strong correlation
+    of noisy scores is corrected toward 1 (its interval moves up)."""
     rng = np.random.default_rng(4)
     x = rng.normal(size=15)
     acc = np.clip(0.55 + 0.1 * x + 0.05 * rng.normal(size=15), 0.05, 0.95)
     small = stats.ScoreNoise.of(np.full(15, 30), acc)
     res = stats.correlate(x, acc, "spearman", n_boot=2000, seed=3, noise=small)
-    assert res.ci2_high - res.ci2_low > res.ci_high - res.ci_low
+    assert res.ci2_low > res.ci_low and res.ci2_high >= res.ci_high
     big = stats.correlate(x, acc, "spearman", n_boot=2000, seed=3, noise=stats.ScoreNoise.of(np.full(15, 1e9), acc))
     assert big.ci2_low == pytest.approx(res.ci_low, abs=0.05) and big.ci2_high == pytest.approx(res.ci_high, abs=0.05)
     # the normalized score: offset and scale carry the binomial draw to 100 (acc - r) / (1 - r)

@@ -397,7 +397,7 @@ def headline(corr: pd.DataFrame, spec: StudySpec) -> str:
     lo, hi = _oriented_ci(best, "ci_low", "ci_high")
     sym = {"spearman": "ρ", "kendall": "τ", "pearson": "r"}.get(method, "r")
     ci = (
-        f"two-level 95% CI {lo2:+.2f}…{hi2:+.2f}, benchmarks only {lo:+.2f}…{hi:+.2f}"
+        f"two-level 95% CI for the true scores {lo2:+.2f}…{hi2:+.2f}, benchmarks only {lo:+.2f}…{hi:+.2f}"
         if np.isfinite(lo2)
         else f"95% CI {lo:+.2f}…{hi:+.2f}"
         if np.isfinite(lo)
@@ -452,12 +452,17 @@ def _study_caveats(
         wide = corr.dropna(subset=["ci2_low", "ci_low"])
         if len(wide):
             grow = ((wide["ci2_high"] - wide["ci2_low"]) / (wide["ci_high"] - wide["ci_low"])).median()
+            rel = wide["reliability"] if "reliability" in wide else pd.Series(dtype=float)
             out.append(
-                f"Score noise: re-estimating each benchmark's score from its examples changes the interval width "
-                f"by a median factor of {grow:.2f} (two-level vs benchmark-only CI)"
-                + (". Below 1 because the added noise attenuates every resampled r toward 0, which narrows the "
-                   "interval as it pulls it toward 0: read the two-level interval's position, not its width."
-                   if grow < 1 else ".")
+                f"Score noise: re-estimating each benchmark's score from its examples, and correcting the "
+                f"attenuation that noise causes, widens the interval by a median factor of {grow:.2f} (two-level "
+                f"vs benchmark-only CI). The scores' reliability (the share of their spread that is not noise) is "
+                + (f"{rel.min():.2f}" if f"{rel.min():.2f}" == f"{rel.max():.2f}" else f"{rel.min():.2f} to {rel.max():.2f}")
+                + ("; where it is near or below 0 the scores differ no more than their noise, and no correlation "
+                   "with them can be read." if rel.min() < 0.2 else ".")
+                if rel.notna().any() else
+                f"Score noise: the two-level interval is wider than the benchmark-only one by a median factor of "
+                f"{grow:.2f}."
             )
     a = acc[acc["benchmark"].isin(sel)] if len(acc) else acc
     if len(a):
@@ -670,7 +675,7 @@ def build_report(
                     f"{_esc(', '.join(spec.select_corpora(catalog, profile)))}. "
                     f"Scores: {_esc(', '.join(spec.scores))}; "
                     f"{_esc(spec.correction)} correction, {spec.n_boot} bootstrap resamples (ci2: benchmarks and their "
-                    f"examples resampled), p-values {_esc(spec.p_method)} (exact up to n = 10, else permutation).</p>"
+                    f"examples resampled, corrected for the attenuation score noise causes), p-values {_esc(spec.p_method)} (exact up to n = 10, else permutation).</p>"
                     "<h2>Does similarity predict the score?</h2>"
                     + _correlation_section(corr)
                     + _family_sections(imgs["correlations"])

@@ -170,8 +170,11 @@ TABLES: dict[str, Table] = {
             ("p_adj", pa.float64(), "p corrected across the study's grid"),
             ("ci_low", pa.float64(), "95% bootstrap CI lower end, benchmarks resampled"),
             ("ci_high", pa.float64(), "95% bootstrap CI upper end, benchmarks resampled"),
-            ("ci2_low", pa.float64(), "two-level CI lower end: benchmarks and their examples resampled"),
-            ("ci2_high", pa.float64(), "two-level CI upper end: benchmarks and their examples resampled"),
+            ("ci2_low", pa.float64(), "two-level CI lower end: benchmarks and their examples resampled, "
+             "for the correlation with the true (noise-free) scores"),
+            ("ci2_high", pa.float64(), "two-level CI upper end (see ci2_low)"),
+            ("reliability", pa.float64(), "share of the scores' variance that is not sampling error "
+             "(<= 0: the scores differ no more than their noise); r / sqrt(reliability) estimates the true r"),
             ("direction", pa.int64(), "+1 if higher = more similar, -1 if higher = less similar"),
             ("r_oriented", pa.float64(), "r * direction: positive means 'more similar => better'"),
             ("note", pa.string(), "caveats (small n, undefined correlation)"),
@@ -315,6 +318,7 @@ TABLES: dict[str, Table] = {
             ("ci_high", pa.float64(), "bootstrap CI upper end"),
             ("ci2_low", pa.float64(), "two-level CI lower end (NaN: the drop has no example-level resampling)"),
             ("ci2_high", pa.float64(), "two-level CI upper end (NaN: the drop has no example-level resampling)"),
+            ("reliability", pa.float64(), "score reliability (NaN: the drop has no example-level resampling)"),
             ("direction", pa.int64(), "+1 if higher = more similar, -1 if higher = less similar"),
             ("r_oriented", pa.float64(), "r * direction: positive means 'more similar => larger drop'"),
             ("note", pa.string(), "caveats"),

@@ -19,7 +19,9 @@ Conventions (tested in ``simassets_tests/test_stats.py``):
 * **Intervals.** ``ci_low/ci_high``: percentile bootstrap over resampled benchmarks (pairs), as if each score
   were exact. ``ci2_low/ci2_high`` (two-level): each resampled benchmark's score is also re-estimated by
   resampling its examples (a binomial draw of its correct count, :class:`ScoreNoise`), so a score from 30
-  examples carries its ~0.09 standard error into the interval. Everything is seeded; in
+  examples carries its ~0.09 standard error into the interval, and each resample's r is corrected for the
+  attenuation the noise causes: it is the interval of the correlation with the true scores (see
+  :func:`bootstrap_ci`). ``reliability`` is the share of the scores' variance that is not noise. Everything is seeded; in
   :func:`correlation_grid` every cell draws from its own stream derived from ``(seed, group, measure,
   score)``, so a cell's figures do not depend on which other cells are in the grid.
 * **Orientation.** Each measure has a direction (+1: higher = more similar, -1: higher = less
@@ -55,7 +57,7 @@ EXACT_MAX_N = 10  # 10! = 3.6M pairings, ~1 s; 11! would be 40M
 MC_FIRST, MC_FULL = 10_000, 50_000
 GRID_COLUMNS = [
     "measure", "score", "method", "n", "r", "p", "p_method", "p_asymptotic", "p_adj", "ci_low", "ci_high",
-    "ci2_low", "ci2_high", "direction", "r_oriented", "expected_sign", "note",
+    "ci2_low", "ci2_high", "reliability", "direction", "r_oriented", "expected_sign", "note",
 ]
 _NAN = float("nan")
 _CHUNK = 1 << 20  # elements per resampling batch (bounds memory for large n)
@@ -75,6 +77,7 @@ class CorrelationResult:
     ci_high: float = _NAN
     ci2_low: float = _NAN
     ci2_high: float = _NAN
+    reliability: float = _NAN
     note: str = ""
 
     @property
@@ -111,6 +114,22 @@ class ScoreNoise:
         """Scores of the benchmarks ``idx`` (any shape), each re-estimated from a fresh binomial draw."""
         n = self.n_examples[idx]
         return self.offset[idx] + self.scale[idx] * rng.binomial(n.astype(np.int64), self.rate[idx]) / n
+
+    def error_variance(self) -> np.ndarray:
+        """Each observed score's sampling variance, unbiased: scale^2 rate (1 - rate) / (n - 1)."""
+        return self.scale**2 * self.rate * (1 - self.rate) / np.maximum(self.n_examples - 1, 1)
+
+    def redrawn_error_variance(self) -> np.ndarray:
+        """The error variance of a re-estimated score (:meth:`draw`): the observed score's own error plus the
+        fresh draw's, scale^2 rate (1 - rate) / n."""
+        return self.error_variance() + self.scale**2 * self.rate * (1 - self.rate) / self.n_examples
+
+    def reliability(self, y: np.ndarray) -> float:
+        """The share of the scores' variance across benchmarks that is not sampling error,
+        1 - mean(error variance) / var(y) (classical test theory's reliability; <= 0: the scores differ no more
+        than their noise)."""
+        v = float(np.var(y, ddof=1))
+        return 1.0 - float(self.error_variance().mean()) / v if v > 0 else _NAN
 
 
 # --------------------------------------------------------------------------- input handling
@@ -296,15 +315,30 @@ def permutation_pvalue(x: np.ndarray, y: np.ndarray, method: str, rng: np.random
 
 def bootstrap_ci(x: np.ndarray, y: np.ndarray, method: str, n_boot: int, rng: np.random.Generator,
                  level: float = 0.95, noise: ScoreNoise | None = None) -> tuple[float, float, str]:
-    """Percentile bootstrap CI over resampled pairs: ``(low, high, note)``. With ``noise`` every resampled
-    benchmark's score is re-estimated too (the two-level interval). Resamples whose correlation is undefined
-    (a constant side) are dropped and counted in the note. Hand-written rather than ``scipy.stats.bootstrap``:
-    the two-level draw does not fit its interface (for the one-level CI both give the same interval, ours
-    1.1-1.2x faster; benchmarks/stats.py)."""
+    """Percentile bootstrap CI over resampled pairs: ``(low, high, note)``. Resamples whose correlation is
+    undefined (a constant side) are dropped and counted in the note. Hand-written rather than
+    ``scipy.stats.bootstrap``: the two-level draw does not fit its interface (for the one-level CI both give
+    the same interval, ours 1.1-1.2x faster; benchmarks/stats.py).
+
+    With ``noise`` it is the two-level interval of the correlation with the benchmarks' *true* scores: every
+    resampled benchmark's score is re-estimated from its examples (:meth:`ScoreNoise.draw`), and each
+    resample's r is corrected for the attenuation that score noise causes, r / sqrt(reliability), the
+    reliability computed in that resample from its scores' spread and their error variance (the observed
+    error plus the re-draw's). Re-drawing alone would count the noise twice (the observed scores already hold
+    it) and pull every resample toward 0, shrinking the interval; the correction undoes that and widens it
+    by the uncertainty of the true scores. A resample whose scores differ no more than their noise
+    (reliability <= 0) leaves the true correlation open: it counts as +-1 (the sign of its r)."""
     rs = []
     for k in _batches(n_boot, x.size):
         idx = rng.integers(0, x.size, size=(k, x.size))
-        rs.append(_rowwise_r(x[idx], noise.draw(idx, rng) if noise is not None else y[idx], method))
+        if noise is None:
+            rs.append(_rowwise_r(x[idx], y[idx], method))
+            continue
+        yd = noise.draw(idx, rng)
+        r = _rowwise_r(x[idx], yd, method)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = 1.0 - noise.redrawn_error_variance()[idx].mean(axis=1) / yd.var(axis=1, ddof=1)
+            rs.append(np.where(rel > 0, np.clip(r / np.sqrt(np.where(rel > 0, rel, 1.0)), -1.0, 1.0), np.sign(r)))
     r = np.concatenate(rs)
     ok = r[np.isfinite(r)]
     note = f"{n_boot - ok.size} of {n_boot} bootstrap resamples degenerate" if ok.size < n_boot else ""
@@ -346,15 +380,18 @@ def correlate(x: Iterable[float], y: Iterable[float], method: str = "spearman", 
     if n_boot > 0:
         lo, hi, bnote = bootstrap_ci(xa, ya, method, n_boot, np.random.default_rng([seed, 1]), ci_level)
         notes += [bnote] if bnote else []
-        if noise is not None:
-            nz = noise.subset(keep)
-            if nz.usable():
+    rel = _NAN
+    if noise is not None:
+        nz = noise.subset(keep)
+        if not nz.usable():
+            notes.append("two-level CI undefined: a score without its example count or rate")
+        else:
+            rel = nz.reliability(ya)
+            if n_boot > 0:
                 lo2, hi2, bnote = bootstrap_ci(xa, ya, method, n_boot, np.random.default_rng([seed, 2]), ci_level, nz)
                 notes += [f"two-level: {bnote}"] if bnote else []
-            else:
-                notes.append("two-level CI undefined: a score without its example count or rate")
     return CorrelationResult(method, int(xa.size), float(res.statistic), p, how, p_asym, lo, hi, lo2, hi2,
-                             "; ".join(notes))
+                             rel, "; ".join(notes))
 
 
 def wilson_interval(k: Iterable[float], n: Iterable[float], level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -436,7 +473,8 @@ def _grid_rows(df: pd.DataFrame, cells: list[tuple[str, str]], dirs: dict[str, t
         rows.append({
             "measure": measure, "score": score, "method": method, "n": res.n, "r": res.r, "p": res.p,
             "p_method": res.p_method, "p_asymptotic": res.p_asymptotic, "ci_low": res.ci_low,
-            "ci_high": res.ci_high, "ci2_low": res.ci2_low, "ci2_high": res.ci2_high, "direction": d,
+            "ci_high": res.ci_high, "ci2_low": res.ci2_low, "ci2_high": res.ci2_high,
+            "reliability": res.reliability, "direction": d,
             "r_oriented": res.r * d, "expected_sign": d,
             "note": "; ".join(s for s in (res.note, dnote) if s),
         })

@@ -32,7 +32,7 @@ from simassets.defs.attribution import training_mode, with_run_settings
 from simassets.defs.factory import build
 
 CODE_VERSION = "2"
-ANALYSIS_CODE_VERSION = "1"
+ANALYSIS_CODE_VERSION = "2"  # 2: the reliability column
 BENCHMARK, HELDOUT = "benchmark:", "heldout:"
 
 

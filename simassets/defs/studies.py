@@ -22,7 +22,7 @@ from simassets.core.studies import (StudyData, agreement_table, correlation_tabl
                                     per_example_table, study_params)
 from simassets.defs.factory import build
 
-CODE_VERSION = "4"  # 3: exact / permutation p, two-level intervals; 4: the headline heatmap and answer
+CODE_VERSION = "5"  # 3: exact / permutation p, two-level intervals; 4: headline heatmap, answer; 5: ci2 de-attenuated
 AGREEMENT_METHOD = "spearman"
 
 
