@@ -457,7 +457,7 @@ def _study_caveats(
                 f"Score noise: re-estimating each benchmark's score from its examples, and correcting the "
                 f"attenuation that noise causes, widens the interval by a median factor of {grow:.2f} (two-level "
                 f"vs benchmark-only CI). The scores' reliability (the share of their spread that is not noise) is "
-                + (f"{rel.min():.2f}" if f"{rel.min():.2f}" == f"{rel.max():.2f}" else f"{rel.min():.2f} to {rel.max():.2f}")
+                + (lo_rel if (lo_rel := f"{rel.min():.2f}") == (hi_rel := f"{rel.max():.2f}") else f"{lo_rel} to {hi_rel}")
                 + ("; where it is near or below 0 the scores differ no more than their noise, and no correlation "
                    "with them can be read." if rel.min() < 0.2 else ".")
                 if rel.notna().any() else
@@ -675,7 +675,8 @@ def build_report(
                     f"{_esc(', '.join(spec.select_corpora(catalog, profile)))}. "
                     f"Scores: {_esc(', '.join(spec.scores))}; "
                     f"{_esc(spec.correction)} correction, {spec.n_boot} bootstrap resamples (ci2: benchmarks and their "
-                    f"examples resampled, corrected for the attenuation score noise causes), p-values {_esc(spec.p_method)} (exact up to n = 10, else permutation).</p>"
+                    f"examples resampled, corrected for the attenuation score noise causes), "
+                    f"p-values {_esc(spec.p_method)} (exact up to n = 10, else permutation).</p>"
                     "<h2>Does similarity predict the score?</h2>"
                     + _correlation_section(corr)
                     + _family_sections(imgs["correlations"])

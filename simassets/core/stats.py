@@ -21,8 +21,8 @@ Conventions (tested in ``simassets_tests/test_stats.py``):
   resampling its examples (a binomial draw of its correct count, :class:`ScoreNoise`), so a score from 30
   examples carries its ~0.09 standard error into the interval, and each resample's r is corrected for the
   attenuation the noise causes: it is the interval of the correlation with the true scores (see
-  :func:`bootstrap_ci`). ``reliability`` is the share of the scores' variance that is not noise. Everything is seeded; in
-  :func:`correlation_grid` every cell draws from its own stream derived from ``(seed, group, measure,
+  :func:`bootstrap_ci`). ``reliability`` is the share of the scores' variance that is not noise. Everything is
+  seeded; in :func:`correlation_grid` every cell draws from its own stream derived from ``(seed, group, measure,
   score)``, so a cell's figures do not depend on which other cells are in the grid.
 * **Orientation.** Each measure has a direction (+1: higher = more similar, -1: higher = less
   similar; see :mod:`simassets.core.measures.registry`). Scores are taken as higher = better.
