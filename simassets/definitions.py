@@ -7,9 +7,27 @@ shows warnings and errors only: every event still goes to the event log the UI r
 through ``dg dev`` cost the runs beside it a tenth of the machine.
 """
 
+import os
 from pathlib import Path
 
 import dagster as dg
+
+EXECUTOR_ENV = "SIMASSETS_EXECUTOR"
+
+
+def executor_from_env() -> dg.ExecutorDefinition:
+    """The executor ``$SIMASSETS_EXECUTOR`` names: unset or ``in_process`` (the default, every step in the run's
+    process), or ``dask://HOST:PORT``: each step a task on an existing Dask scheduler's workers, separate processes
+    that may live on other machines (they need the same code, catalog, data root, warehouse and
+    ``$SIMASSETS_DAGSTER_POSTGRES_URL``; ``deploy/local/cluster.sh`` starts a loopback one)."""
+    spec = os.environ.get(EXECUTOR_ENV, "").strip()
+    if spec in ("", "in_process"):
+        return dg.in_process_executor
+    if spec.startswith("dask://"):
+        from simassets.dask_executor import dask_step_executor  # needs the `cluster` extra
+
+        return dask_step_executor.configured({"address": "tcp://" + spec.removeprefix("dask://")}, name="dask")
+    raise ValueError(f"${EXECUTOR_ENV}={spec!r}: expected 'in_process' or 'dask://HOST:PORT'")
 
 
 def build_defs(executor: dg.ExecutorDefinition = dg.in_process_executor) -> dg.Definitions:
@@ -21,4 +39,4 @@ def build_defs(executor: dg.ExecutorDefinition = dg.in_process_executor) -> dg.D
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_defs()
+    return build_defs(executor_from_env())

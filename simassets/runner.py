@@ -45,8 +45,22 @@ run_monitoring:
 """
 
 
+POSTGRES_ENV = "SIMASSETS_DAGSTER_POSTGRES_URL"
+POSTGRES_YAML = f"""\
+storage:
+  # runs, event log and schedules in Postgres (${POSTGRES_ENV} is set): concurrent runs and processes on other
+  # machines share one instance; the URL stays in the environment, not in this file
+  postgres:
+    postgres_url:
+      env: {POSTGRES_ENV}
+"""
+
+
 def instance_yaml() -> str:
-    return DAGSTER_YAML.format(cores=budget.cores(), runs=budget.max_concurrent_runs())
+    """The instance settings: SQLite storage in the home by default, Postgres when ``$SIMASSETS_DAGSTER_POSTGRES_URL``
+    names a database (``deploy/local/postgres.sh start`` prints one)."""
+    text = DAGSTER_YAML.format(cores=budget.cores(), runs=budget.max_concurrent_runs())
+    return text + POSTGRES_YAML if os.environ.get(POSTGRES_ENV) else text
 
 
 def ensure_instance_dir(home: Path | None = None) -> Path:

@@ -12,6 +12,11 @@ warehouse folder, of the file's bytes and its place. A file whose seal is missin
 but :meth:`Warehouse.write_partition`, e.g. a forged ``COPY ... TO`` -- has no trusted fingerprint, so the next
 run recomputes it. User SQL runs in :meth:`Warehouse.sandbox`: SELECT only, file access limited to the warehouse
 folder, no extensions, settings locked.
+
+Where the files live is ``$SIMASSETS_WAREHOUSE``: ``<home>/warehouse`` by default, ``file:///path``, or
+``s3://bucket/prefix`` (:class:`S3Files`: each partition one object, a PUT being atomic; DuckDB reads the bucket
+through the same s3fs filesystem). Only :class:`LocalFiles` and :class:`S3Files` touch storage; the rest of this
+module, and of the code, does not know which one it is.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -45,6 +50,7 @@ SCHEMA_DIR = "_schema"
 KEY_FILE = ".simassets-key"  # in the home, outside the warehouse folder (the SQL sandbox cannot read it)
 SEAL_SUFFIX = ".seal"
 TMP_MAX_AGE_S = 6 * 3600  # a writer's temporary file older than this belongs to a killed process
+WAREHOUSE_ENV = "SIMASSETS_WAREHOUSE"  # file:///path (default: <home>/warehouse) or s3://bucket/prefix
 
 
 class WarehouseError(RuntimeError):
@@ -108,12 +114,129 @@ def _is_tmp(path: Path) -> bool:
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
+class LocalFiles:
+    """Partition files on a local (or mounted) filesystem: written to a hidden temporary name, fsynced and renamed
+    into place, so a reader sees the old bytes or the new ones."""
+
+    scheme = "file"
+
+    def read(self, path: Path) -> bytes:
+        return path.read_bytes()
+
+    def write(self, path: Path, data: bytes, table: str = "") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            pause_point("replace", table)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def write_text(self, path: Path, text: str) -> None:
+        paths.atomic_write_text(path, text)
+
+    def exists(self, path: Path) -> bool:
+        return path.exists()
+
+    def unlink(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def glob(self, root: Path, pattern: str) -> list[Path]:
+        return sorted(root.glob(pattern)) if root.is_dir() else []
+
+    def url(self, path: Path) -> str:
+        return str(path)
+
+    def allowed_prefix(self, root: Path) -> str:
+        return str(root) + os.sep
+
+    def attach(self, con: Any) -> None:
+        """Make this storage readable from a DuckDB connection (local files need nothing)."""
+
+
+class S3Files:
+    """Partition files as objects of an S3-compatible bucket (AWS, MinIO, Ceph, R2; the tests use moto's server),
+    through s3fs. A PUT is atomic (an object appears whole or not at all), so there is no temporary name. Paths are
+    ``PurePosixPath("bucket/prefix/...")``. Endpoint from ``$AWS_ENDPOINT_URL_S3`` or ``$AWS_ENDPOINT_URL``,
+    credentials from the usual AWS environment. DuckDB reads the bucket through this same filesystem (registered with
+    the connection), so no httpfs extension is needed."""
+
+    scheme = "s3"
+
+    def __init__(self) -> None:
+        import s3fs
+
+        env = os.environ
+        endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+        # credentials read now (else at the first request, from whatever the environment is then); without them in
+        # the environment, the AWS chain (profile, instance role) as usual
+        creds = {"key": env["AWS_ACCESS_KEY_ID"], "secret": env.get("AWS_SECRET_ACCESS_KEY"),
+                 "token": env.get("AWS_SESSION_TOKEN")} if env.get("AWS_ACCESS_KEY_ID") else {}
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        # no listing cache: other processes add partitions all the time; timeouts, so a dead endpoint fails a step
+        # instead of hanging it (fsspec shares one instance per process for the same arguments)
+        self.fs = s3fs.S3FileSystem(endpoint_url=endpoint, use_listings_cache=False, **creds,
+                                    client_kwargs={"region_name": region} if region else {},
+                                    config_kwargs={"connect_timeout": 10, "read_timeout": 120})
+
+    def read(self, path: PurePosixPath) -> bytes:
+        return self.fs.cat_file(str(path))
+
+    def write(self, path: PurePosixPath, data: bytes, table: str = "") -> None:
+        pause_point("replace", table)
+        self.fs.pipe_file(str(path), data)
+
+    def write_text(self, path: PurePosixPath, text: str) -> None:
+        self.fs.pipe_file(str(path), text.encode("utf-8"))
+
+    def exists(self, path: PurePosixPath) -> bool:
+        return bool(self.fs.exists(str(path)))
+
+    def unlink(self, path: PurePosixPath) -> None:
+        try:
+            self.fs.rm_file(str(path))
+        except FileNotFoundError:
+            pass
+
+    def glob(self, root: PurePosixPath, pattern: str) -> list[PurePosixPath]:
+        return sorted(PurePosixPath(p) for p in self.fs.glob(f"{root}/{pattern}"))
+
+    def url(self, path: PurePosixPath) -> str:
+        return f"s3://{path}"
+
+    def allowed_prefix(self, root: PurePosixPath) -> str:
+        return f"s3://{root}/"
+
+    def attach(self, con: Any) -> None:
+        con.register_filesystem(self.fs)
+
+
+def warehouse_location(home: Path) -> tuple[Path | PurePosixPath, LocalFiles | S3Files]:
+    """Where the partitions live: ``$SIMASSETS_WAREHOUSE`` (``file:///path`` or ``s3://bucket/prefix``), by default
+    ``<home>/warehouse``. The home (sealing key, caches, Dagster instance, DuckDB file) stays local either way."""
+    uri = os.environ.get(WAREHOUSE_ENV, "").strip()
+    if not uri:
+        return home / "warehouse", LocalFiles()
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file" and parsed.path.startswith("/"):
+        return Path(urllib.parse.unquote(parsed.path)).resolve(), LocalFiles()
+    if parsed.scheme == "s3" and parsed.netloc:
+        return PurePosixPath(parsed.netloc, *[p for p in parsed.path.split("/") if p]), S3Files()
+    raise WarehouseError(f"${WAREHOUSE_ENV}={uri!r}: expected file:///absolute/path or s3://bucket[/prefix]")
+
+
 class Warehouse:
-    """Parquet partitions under ``home/warehouse`` and DuckDB views in ``home/simassets.duckdb``."""
+    """Parquet partitions under ``home/warehouse`` (or ``$SIMASSETS_WAREHOUSE``) and DuckDB views in
+    ``home/simassets.duckdb``."""
 
     def __init__(self, home: Path | None = None):
         self.home = (home or paths.home()).resolve()
-        self.root = self.home / "warehouse"
+        self.root, self.files = warehouse_location(self.home)
         self.db_path = self.home / "simassets.duckdb"
         self._schema_checked: set[str] = set()
         self._key: bytes | None = None
@@ -148,18 +271,16 @@ class Warehouse:
 
     def seal_ok(self, path: Path, data: bytes | None = None) -> bool:
         try:
-            expected = seal_path(path).read_text().strip()
-            data = path.read_bytes() if data is None else data
+            expected = self.files.read(seal_path(path)).decode("utf-8", "replace").strip()
+            data = self.files.read(path) if data is None else data
         except OSError:
             return False
         return hmac.compare_digest(expected, self._seal(path, data))
 
     def partition_files(self) -> list[Path]:
         """Every stored partition file (not the schema files, seals or temporary files)."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p for p in self.root.glob("*/*/*.parquet") if p.parent.name != SCHEMA_DIR
-                      and not p.name.startswith("."))
+        return [p for p in self.files.glob(self.root, "*/*/*.parquet") if p.parent.name != SCHEMA_DIR
+                and not p.name.startswith(".")]
 
     def unsealed(self) -> list[Path]:
         """Partition files whose seal is missing or does not match their bytes."""
@@ -168,13 +289,16 @@ class Warehouse:
     def adopt(self, files: list[Path]) -> None:
         """Seal ``files`` as they are (the user vouches for them: e.g. a warehouse written before seals)."""
         for path in files:
-            paths.atomic_write_text(seal_path(path), self._seal(path, path.read_bytes()))
+            self.files.write_text(seal_path(path), self._seal(path, self.files.read(path)))
 
     def sweep_tmp(self, max_age_s: float = TMP_MAX_AGE_S) -> list[Path]:
         """Remove writers' temporary files older than ``max_age_s`` (left by killed processes); returns them."""
         gone = []
         now = time.time()
-        for path in self.home.glob("**/.*.tmp") if self.home.is_dir() else []:
+        places = [self.home]
+        if isinstance(self.files, LocalFiles) and not self.root.is_relative_to(self.home):
+            places.append(self.root)  # a file:// warehouse elsewhere (an object store has no temporary files)
+        for path in (p for place in places if place.is_dir() for p in place.glob("**/.*.tmp")):
             try:
                 if now - path.stat().st_mtime > max_age_s:
                     path.unlink()
@@ -230,30 +354,19 @@ class Warehouse:
         meta[META_INFO] = json.dumps(dict(info or {}), default=str).encode()
         data = data.replace_schema_metadata(meta)
         path = self.partition_path(table, profile, keys)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._ensure_schema_file(spec)
         buf = io.BytesIO()
         pq.write_table(data, buf, compression="zstd")
         raw = buf.getvalue()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(raw)
-                fh.flush()
-                os.fsync(fh.fileno())
-            pause_point("replace", table)
-            os.replace(tmp, path)  # a crash before the seal below leaves a stale seal: recomputed, never trusted
-            paths.atomic_write_text(seal_path(path), self._seal(path, raw))
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        self.files.write(path, raw, table)  # a crash before the seal below leaves a stale seal: recomputed
+        self.files.write_text(seal_path(path), self._seal(path, raw))
         return StoredPartition(path, fingerprint, dict(info or {}), data.num_rows)
 
     def delete_partition(self, table: str, profile: str | None, keys: Mapping[str, str]) -> bool:
         path = self.partition_path(table, profile, keys)
-        seal_path(path).unlink(missing_ok=True)
-        if path.exists():
-            path.unlink()
+        self.files.unlink(seal_path(path))
+        if self.files.exists(path):
+            self.files.unlink(path)
             return True
         return False
 
@@ -273,14 +386,14 @@ class Warehouse:
     def delete_files(self, files: list[Path]) -> None:
         """Delete partition files and their seals (``simassets prune``: only ever on the user's word)."""
         for path in files:
-            path.unlink(missing_ok=True)
-            seal_path(path).unlink(missing_ok=True)
+            self.files.unlink(path)
+            self.files.unlink(seal_path(path))
 
     def stored(self, table: str, profile: str | None, keys: Mapping[str, str]) -> StoredPartition | None:
         """The stored partition with its fingerprint, or None if there is none (or it is unreadable)."""
         path = self.partition_path(table, profile, keys)
         try:
-            raw = path.read_bytes()
+            raw = self.files.read(path)
             pf = pq.ParquetFile(io.BytesIO(raw))
         except (OSError, pa.ArrowInvalid):
             return None
@@ -299,13 +412,16 @@ class Warehouse:
 
     def read_partition(self, table: str, profile: str | None, keys: Mapping[str, str]) -> pd.DataFrame:
         path = self.partition_path(table, profile, keys)
-        if not path.exists():
-            raise WarehouseError(f"{table} has no partition {dict(keys)} for profile {profile!r} ({path})")
-        return pq.read_table(path).to_pandas()
+        try:
+            raw = self.files.read(path)
+        except FileNotFoundError:
+            raise WarehouseError(f"{table} has no partition {dict(keys)} for profile {profile!r} "
+                                 f"({self.files.url(path)})") from None
+        return pq.read_table(io.BytesIO(raw)).to_pandas()
 
     def glob(self, table: str) -> str:
         self.table(table)
-        return str(self.root / table / "*" / "*.parquet")
+        return self.files.url(self.root / table / "*" / "*.parquet")
 
     def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
         """Run SQL over the Parquet files (``{table}`` placeholders become read_parquet globs) in memory.
@@ -324,6 +440,7 @@ class Warehouse:
 
         con = duckdb.connect(":memory:", config=dict(config or {}))
         try:
+            self.files.attach(con)
             for name, table in TABLES.items():
                 self._ensure_schema_file(table)
                 con.execute(f"create view {name} as {self._view_select(name)}")
@@ -340,7 +457,7 @@ class Warehouse:
         folder itself would otherwise be allowed)."""
         con = self._memory_views({"autoinstall_known_extensions": False, "autoload_known_extensions": False})
         try:
-            con.execute(f"set allowed_directories = [{sql_literal(str(self.root) + os.sep)}]")
+            con.execute(f"set allowed_directories = [{sql_literal(self.files.allowed_prefix(self.root))}]")
             con.execute("set enable_external_access = false")
             con.execute("set lock_configuration = true")
         except BaseException:
@@ -375,13 +492,15 @@ class Warehouse:
         path = self.root / table.name / SCHEMA_DIR / "empty.parquet"
         if table.name in self._schema_checked:
             return
-        if path.exists() and pq.read_schema(path).remove_metadata().equals(table.schema.remove_metadata()):
-            self._schema_checked.add(table.name)
-            return  # rewritten when the schema gains a column, so the view shows it for old partitions too
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".empty.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        pq.write_table(table.schema.empty_table(), tmp)
-        os.replace(tmp, path)
+        try:
+            same = pq.read_schema(io.BytesIO(self.files.read(path))).remove_metadata().equals(
+                table.schema.remove_metadata())
+        except (OSError, pa.ArrowInvalid):
+            same = False
+        if not same:  # rewritten when the schema gains a column, so the view shows it for old partitions too
+            buf = io.BytesIO()
+            pq.write_table(table.schema.empty_table(), buf)
+            self.files.write(path, buf.getvalue())
         self._schema_checked.add(table.name)
 
     def _view_select(self, name: str) -> str:
@@ -423,6 +542,7 @@ class Warehouse:
             note = f" ({self.db_path} was damaged: {type(exc).__name__}; moved to {aside.name} and rebuilt)"
             con = duckdb.connect(str(self.db_path))
         try:
+            self.files.attach(con)
             for sql in self.view_sql().values():
                 con.execute(sql)
         finally:
@@ -435,4 +555,6 @@ class Warehouse:
         import duckdb
 
         self.ensure_views()  # also after the home moved or was copied (the views name its absolute path)
-        return duckdb.connect(str(self.db_path), read_only=True)
+        con = duckdb.connect(str(self.db_path), read_only=True)
+        self.files.attach(con)
+        return con
