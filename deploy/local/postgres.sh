@@ -25,7 +25,10 @@ case $cmd in
     mkdir -p "$dir"
     [ "$(id -u)" != 0 ] || chown postgres: "$dir"
     chmod 700 "$dir"
-    as_pg test -w "$dir" || { echo "postgres.sh: user postgres cannot write $dir (is a parent folder private?)" >&2; exit 1; }
+    if ! as_pg test -w "$dir"; then
+      echo "postgres.sh: user postgres cannot write $dir (is a parent folder private?)" >&2
+      exit 1
+    fi
     if [ ! -f "$dir/PG_VERSION" ]; then
       as_pg "$bin/initdb" -D "$dir" -U simassets --auth=trust -E UTF8 >"$dir.initdb.log" 2>&1 \
         || { cat "$dir.initdb.log" >&2; exit 1; }
