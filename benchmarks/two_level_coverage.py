@@ -28,7 +28,7 @@ def deattenuated_pairs_ci(x: np.ndarray, y: np.ndarray, noise: stats.ScoreNoise,
     idx = rng.integers(0, x.size, size=(n_boot, x.size))
     r = stats._rowwise_r(x[idx], y[idx], "spearman")
     rel = 1 - noise.error_variance()[idx].mean(axis=1) / y[idx].var(axis=1, ddof=1)
-    r = np.where(rel > 0, np.clip(r / np.sqrt(np.where(rel > 0, rel, 1.0)), -1, 1), np.sign(r))
+    r = stats.deattenuate(r, rel)
     lo, hi = np.percentile(r[np.isfinite(r)], [2.5, 97.5])
     return float(lo), float(hi)
 

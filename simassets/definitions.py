@@ -19,7 +19,7 @@ def executor_from_env() -> dg.ExecutorDefinition:
     """The executor ``$SIMASSETS_EXECUTOR`` names: unset or ``in_process`` (the default, every step in the run's
     process), or ``dask://HOST:PORT``: each step a task on an existing Dask scheduler's workers, separate processes
     that may live on other machines (they need the same code, catalog, data root, warehouse and
-    ``$SIMASSETS_DAGSTER_POSTGRES_URL``; ``deploy/local/cluster.sh`` starts a loopback one)."""
+    ``$SIMASSETS_DAGSTER_POSTGRES_URL``; docs/scaling.md shows a loopback one)."""
     spec = os.environ.get(EXECUTOR_ENV, "").strip()
     if spec in ("", "in_process"):
         return dg.in_process_executor

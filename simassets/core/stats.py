@@ -115,14 +115,17 @@ class ScoreNoise:
         n = self.n_examples[idx]
         return self.offset[idx] + self.scale[idx] * rng.binomial(n.astype(np.int64), self.rate[idx]) / n
 
+    def _spread(self) -> np.ndarray:
+        return self.scale**2 * self.rate * (1 - self.rate)
+
     def error_variance(self) -> np.ndarray:
         """Each observed score's sampling variance, unbiased: scale^2 rate (1 - rate) / (n - 1)."""
-        return self.scale**2 * self.rate * (1 - self.rate) / np.maximum(self.n_examples - 1, 1)
+        return self._spread() / np.maximum(self.n_examples - 1, 1)
 
     def redrawn_error_variance(self) -> np.ndarray:
         """The error variance of a re-estimated score (:meth:`draw`): the observed score's own error plus the
         fresh draw's, scale^2 rate (1 - rate) / n."""
-        return self.error_variance() + self.scale**2 * self.rate * (1 - self.rate) / self.n_examples
+        return self.error_variance() + self._spread() / self.n_examples
 
     def reliability(self, y: np.ndarray) -> float:
         """The share of the scores' variance across benchmarks that is not sampling error,
@@ -313,6 +316,14 @@ def permutation_pvalue(x: np.ndarray, y: np.ndarray, method: str, rng: np.random
     return p, f"monte-carlo-{n_first}"
 
 
+def deattenuate(r: np.ndarray, reliability: np.ndarray) -> np.ndarray:
+    """Spearman's correction for attenuation, r / sqrt(reliability), within [-1, 1]; where the reliability is
+    <= 0 (the scores differ no more than their noise) the true correlation is open: +-1, the sign of r."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = reliability > 0
+        return np.where(ok, np.clip(r / np.sqrt(np.where(ok, reliability, 1.0)), -1.0, 1.0), np.sign(r))
+
+
 def bootstrap_ci(x: np.ndarray, y: np.ndarray, method: str, n_boot: int, rng: np.random.Generator,
                  level: float = 0.95, noise: ScoreNoise | None = None) -> tuple[float, float, str]:
     """Percentile bootstrap CI over resampled pairs: ``(low, high, note)``. Resamples whose correlation is
@@ -329,16 +340,16 @@ def bootstrap_ci(x: np.ndarray, y: np.ndarray, method: str, n_boot: int, rng: np
     by the uncertainty of the true scores. A resample whose scores differ no more than their noise
     (reliability <= 0) leaves the true correlation open: it counts as +-1 (the sign of its r)."""
     rs = []
+    err = noise.redrawn_error_variance() if noise is not None else None
     for k in _batches(n_boot, x.size):
         idx = rng.integers(0, x.size, size=(k, x.size))
         if noise is None:
             rs.append(_rowwise_r(x[idx], y[idx], method))
             continue
         yd = noise.draw(idx, rng)
-        r = _rowwise_r(x[idx], yd, method)
         with np.errstate(invalid="ignore", divide="ignore"):
-            rel = 1.0 - noise.redrawn_error_variance()[idx].mean(axis=1) / yd.var(axis=1, ddof=1)
-            rs.append(np.where(rel > 0, np.clip(r / np.sqrt(np.where(rel > 0, rel, 1.0)), -1.0, 1.0), np.sign(r)))
+            rel = 1.0 - err[idx].mean(axis=1) / yd.var(axis=1, ddof=1)
+        rs.append(deattenuate(_rowwise_r(x[idx], yd, method), rel))
     r = np.concatenate(rs)
     ok = r[np.isfinite(r)]
     note = f"{n_boot - ok.size} of {n_boot} bootstrap resamples degenerate" if ok.size < n_boot else ""
