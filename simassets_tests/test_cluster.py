@@ -27,6 +27,7 @@ from simassets import runner
 from simassets.core.schema import TABLES
 from simassets.core.warehouse import Warehouse
 from simassets_tests.test_automation import template_study  # noqa: F401 (fixture)
+from simassets_tests.test_faults import _assert_same_rows
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,6 +204,17 @@ def _warehouse(home: Path, env: dict[str, str] | None = None) -> Warehouse:
         return Warehouse(home)
 
 
+def _run_on_workers(cluster: Cluster, env: dict[str, str], *workers: str) -> None:
+    """``simassets run`` of the study with ``workers`` connected (stopped afterwards); it must succeed."""
+    for name in workers:
+        cluster.start_worker(env, name)
+    try:
+        done = _run(env)
+        assert done.returncode == 0, done.stdout[-4000:]
+    finally:
+        cluster.stop_workers()
+
+
 def _all_rows(wh: Warehouse) -> dict[str, pd.DataFrame]:
     """Every row of every table (created_at and timings aside), canonically ordered; the home's own path (in a corpus
     index's folder) reads ``<home>``."""
@@ -229,13 +241,7 @@ def test_the_tiny_study_on_postgres_and_dask_equals_the_local_default(cluster, t
     env = {**_study_home(template_study, tmp_path), runner.POSTGRES_ENV: cluster.database("study"),
            "SIMASSETS_EXECUTOR": cluster.executor, **cluster.s3_env("study")}
     monkeypatch.setenv(runner.POSTGRES_ENV, env[runner.POSTGRES_ENV])
-    cluster.start_worker(env, "w1")
-    cluster.start_worker(env, "w2")
-    try:
-        done = _run(env)
-        assert done.returncode == 0, done.stdout[-4000:]
-    finally:
-        cluster.stop_workers()
+    _run_on_workers(cluster, env, "w1", "w2")
     assert "postgres" in Path(env["DAGSTER_HOME"], "dagster.yaml").read_text()
     # the partitions are objects in the bucket, each with its seal; none is on the local disk
     keys = cluster.objects("study")
@@ -248,8 +254,7 @@ def test_the_tiny_study_on_postgres_and_dask_equals_the_local_default(cluster, t
     assert not remote_wh.unsealed()
     local, remote = _all_rows(_warehouse(template_study / "home")), _all_rows(remote_wh)
     assert sum(len(df) for df in local.values()) > 100
-    for name in local:
-        pd.testing.assert_frame_equal(remote[name], local[name], check_exact=False, rtol=1e-6, obj=name)
+    _assert_same_rows(remote, local)
     # the user's SQL from a fresh shell reads the bucket (DuckDB through the registered S3 filesystem)
     sql = subprocess.run([sys.executable, "-m", "simassets.cli", "sql", "select count(*) as n from benchmark_scores"],
                          env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -303,15 +308,8 @@ def test_a_worker_killed_mid_step_leaves_nothing_partial_and_a_rerun_completes(c
     assert failed, "the run whose worker was killed must be reported failed"
     inst.dispose()
     # a re-run on a healthy worker completes the study, equal to the local default
-    cluster.start_worker(env, "healthy")
-    try:
-        again = _run(env)
-        assert again.returncode == 0, again.stdout[-4000:]
-    finally:
-        cluster.stop_workers()
-    local, remote = _all_rows(_warehouse(template_study / "home")), _all_rows(wh)
-    for name in local:
-        pd.testing.assert_frame_equal(remote[name], local[name], check_exact=False, rtol=1e-6, obj=name)
+    _run_on_workers(cluster, env, "healthy")
+    _assert_same_rows(_all_rows(wh), _all_rows(_warehouse(template_study / "home")))
     assert len([p for p in wh.partition_files() if p.parts[-3] == "benchmark_scores"]) == 3
 
 
