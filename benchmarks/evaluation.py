@@ -1,10 +1,10 @@
-"""Evaluation speed and parity: lm-eval's plain ``HFLM`` against the shared-prefix scorer (``simassets-hf``).
+"""Evaluation speed and parity: lm-eval's plain ``HFLM`` against the prefix-tree scorer (``simassets-hf``).
 
 In one run, on the same benchmarks and examples (default: ARC-Easy, HellaSwag, PIQA, WinoGrande, MMLU high-school
 biology and XCOPA-sw, 100 examples each, fp32, batch 8), prints per benchmark and overall: tokens forwarded, seconds,
 examples/s, the speed ratio, and whether every answer is the same and by how much the log-likelihoods differ.
 
-``--memory MODEL`` runs the shared-prefix scorer alone for a model at the full profile's batch size (with AGIEval's
+``--memory MODEL`` runs the prefix-tree scorer alone for a model at the full profile's batch size (with AGIEval's
 long contexts added) in a fresh process and prints its peak resident memory. ``--project`` counts, through lm-eval's
 own request construction, the tokens the full profile's evaluation forwards with each scorer, and projects its time
 per model from the tokens/s measured here. ``--bf16`` adds the bfloat16 parity check of earlier sessions.
@@ -71,6 +71,7 @@ def compare(args) -> None:
         t0 = time.perf_counter()
         b = evaluate_benchmark(shared, bench, paths.data_root(), args.limit, args.seed, input_nll=args.input_nll)
         shared_s = time.perf_counter() - t0
+        tot.setdefault("distinct", []).append(sum(s.distinct for s in stats))
         plain_tok, shared_tok = type(base).padded, sum(s.padded for s in stats)  # what each really ran, padding too
         same = [e.chosen for e in a.examples] == [e.chosen for e in b.examples] and \
             [e.correct for e in a.examples] == [e.correct for e in b.examples]
@@ -89,13 +90,14 @@ def compare(args) -> None:
           f"{budget.cores()} threads): lm-eval HFLM {tot['plain_tok']:,} tokens in {tot['plain_s']:.1f}s, "
           f"simassets-hf {tot['shared_tok']:,} tokens in {tot['shared_s']:.1f}s: "
           f"{tot['plain_s'] / tot['shared_s']:.2f}x faster, {tot['plain_tok'] / tot['shared_tok']:.2f}x fewer tokens; "
+          f"(the prefix tree holds {sum(tot['distinct']):,} distinct tokens, the fewest an exact scorer can run); "
           f"answers {'identical' if tot['same'] else 'DIFFER'}; max |delta loglik| {tot['dmax']:.1e}")
     print(json.dumps({"speedup": tot["plain_s"] / tot["shared_s"], "shared_tokens_per_s": tot["shared_tok"] / tot["shared_s"],
                       "plain_tokens_per_s": tot["plain_tok"] / tot["plain_s"], "identical": tot["same"]}))
 
 
 def memory(args) -> None:
-    """Peak resident memory of the shared-prefix scorer for one model at the full profile's batch size."""
+    """Peak resident memory of the prefix-tree scorer for one model at the full profile's batch size."""
     catalog = load_catalog()
     full = catalog.profile("full")
     spec = load_registry()[args.memory]
@@ -148,16 +150,14 @@ def project(args, speeds: dict[str, float]) -> None:
 
 
 def score_tokens(requests, max_length: int, stats) -> None:
-    """The tokens :func:`simassets.core.scoring.score` would forward for ``requests`` (grouping only)."""
-    from simassets.core.scoring import _Item, group_requests
+    """The tokens :func:`simassets.core.scoring.score` would forward for ``requests`` (planning only)."""
+    from simassets.core.scoring import DEFAULT_ROW_TOKENS, items_for, plan
 
-    items = []
-    for i, (_, ctx, cont) in enumerate(requests):
-        x = (list(ctx) + list(cont))[-(max_length + 1):]
-        items.append(_Item(i, x, len(cont), len(x) - len(cont), len(x) - len(cont) == len(ctx)))
-        stats.plain += len(x) - 1
-    for g in group_requests(items):
-        stats.forwarded += g.shared + sum(len(items[i].fed) - g.shared for i in g.members)
+    items = items_for([(ctx, cont) for _, ctx, cont in requests], max_length)
+    p = plan(items, DEFAULT_ROW_TOKENS["cpu"])
+    stats.plain += sum(len(it.fed) for it in items)
+    stats.forwarded += sum(len(r) for r in p.rows)
+    stats.distinct += len(p.token)
 
 
 def main() -> None:
@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument("--input-nll", action="store_true",
                     help="also the input NLL of every example (the pipeline's evaluation: plain HFLM needs a pass "
                          "per input for it, simassets-hf reads it off its own passes)")
-    ap.add_argument("--memory", metavar="MODEL", help="peak memory of the shared-prefix scorer for MODEL (own process)")
+    ap.add_argument("--memory", metavar="MODEL", help="peak memory of the prefix-tree scorer for MODEL (own process)")
     ap.add_argument("--memory-limit", type=int, default=20)
     ap.add_argument("--project", action="append", metavar="MODEL", help="project the full profile's time for MODEL")
     ap.add_argument("--speed", action="append", default=[], metavar="MODEL=TOK_S", help="tok/s for --project")

@@ -1,4 +1,4 @@
-"""Shared-prefix scoring: lm-eval's own answers and log-likelihoods from fewer forward tokens.
+"""Prefix-tree scoring: lm-eval's own answers and log-likelihoods from fewer forward tokens.
 
 Checked against a plain forward pass per request (what lm-eval's ``HFLM`` computes) on random token requests shaped
 like the three task formats -- multiple choice (one context, several continuations), schema (several contexts
@@ -13,7 +13,7 @@ import random
 import pytest
 
 from simassets.core import paths
-from simassets.core.scoring import ScoringStats, group_requests, score
+from simassets.core.scoring import ScoringStats, items_for, plan, score
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,11 +53,13 @@ def _requests(vocab: int, seed: int = 0):
     return mc + schema + lm + cut
 
 
-@pytest.mark.parametrize("budget", [64, 100_000])  # many small passes, or all requests in one batch
-def test_shared_prefix_scoring_equals_one_plain_pass_per_request(model, budget):
+# many small passes with rows that split documents (contexts run twice), or everything in one pass and one row
+@pytest.mark.parametrize("budget,row_tokens", [(64, 24), (100_000, 100_000), (1024, 64)])
+def test_prefix_tree_scoring_equals_one_plain_pass_per_request(model, budget, row_tokens):
     reqs = _requests(model.config.vocab_size)
     stats = ScoringStats()
-    scored = score(model, reqs, max_length=48, token_budget=budget, context_nll=True, stats=stats)
+    scored = score(model, reqs, max_length=48, token_budget=budget, context_nll=True, stats=stats,
+                   row_tokens=row_tokens)
     for (ctx, cont), s in zip(reqs, scored, strict=True):
         loglik, greedy, ctx_nll = _plain(model, ctx, cont, 48)
         assert s.loglik == pytest.approx(loglik, abs=1e-4) and s.greedy == greedy
@@ -65,24 +67,54 @@ def test_shared_prefix_scoring_equals_one_plain_pass_per_request(model, budget):
             assert s.context_nll is None
         else:
             assert s.context_nll[0] == pytest.approx(ctx_nll, abs=1e-4) and s.context_nll[1] == len(ctx) - 1
-    assert stats.forwarded < stats.plain  # the shared prefixes ran once
+    assert stats.distinct <= stats.forwarded <= stats.padded
+    if row_tokens >= 64:  # (24-token rows hold one request each: nothing is shared)
+        assert stats.forwarded < stats.plain  # the shared prefixes ran once
+    if row_tokens >= 100_000:
+        assert stats.forwarded == stats.distinct  # one row: every distinct prefix exactly once
 
 
-def test_grouping_shares_a_multiple_choice_context_and_a_schema_stem_but_never_a_cut_window():
-    from simassets.core.scoring import _Item
+def test_sliding_window_layers_keep_their_window_in_the_tree_mask():
+    """Gemma 3 alternates sliding-window and global layers; the tree mask must drop the keys the window drops."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    def item(i, ctx, cont, max_length=48):
-        x = (ctx + cont)[-(max_length + 1):]
-        return _Item(i, x, len(cont), len(x) - len(cont), len(x) - len(cont) == len(ctx))
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=6,
+                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=128)
+    model = Gemma3ForCausalLM(cfg).eval()
+    rng = random.Random(1)
+    ctx = [rng.randrange(97) for _ in range(20)]  # longer than the window
+    reqs = [(ctx, [rng.randrange(97) for _ in range(rng.randint(1, 5))]) for _ in range(3)]
+    for (c, k), s in zip(reqs, score(model, reqs, max_length=64, row_tokens=64), strict=True):
+        loglik, greedy, _ = _plain(model, c, k, 64)
+        assert s.loglik == pytest.approx(loglik, abs=1e-4) and s.greedy == greedy
 
+
+def test_the_plan_runs_each_shared_prefix_once_and_never_shares_a_cut_window():
     ctx = list(range(100, 130))
-    items = [item(0, ctx, [1, 2]), item(1, ctx, [3]), item(2, list(range(200, 220)) + [5], [9, 9]),
-             item(3, list(range(200, 220)) + [6, 7], [9, 9]), item(4, [7, 7, 7], [1])]
-    groups = {tuple(sorted(g.members)): g for g in group_requests(items)}
-    assert set(groups) == {(0, 1), (2, 3), (4,)}
-    assert groups[(0, 1)].shared == 30  # the whole context
-    assert groups[(2, 3)].shared == 20  # the schema stem before the options differ
-    assert groups[(4,)].shared == len(items[4].fed)  # alone: one plain pass
+    stem = list(range(200, 220))
+    long_ctx = list(range(300, 360))  # cut from the left by the 48-token window, differently per continuation
+    reqs = [(ctx, [1, 2]), (ctx, [3, 4]), (stem + [5], [9, 9]), (stem + [6, 7], [9, 9]), ([7, 7, 7], [1]),
+            (long_ctx, [4, 4]), (long_ctx, [4])]
+    items = items_for(reqs, max_length=48)
+    p = plan(items, row_tokens=1000)
+    assert len(p.rows) == 1
+    paths = p.paths
+    assert paths[0][:30] == paths[1][:30] and paths[0][30] != paths[1][30]  # the whole context, once
+    assert paths[2][:20] == paths[3][:20] and paths[2][20] != paths[3][20]  # the schema stem before the options
+    assert not set(paths[5]) & set(paths[6])  # the two windows start at different tokens: nothing in common
+    fed = [tuple(it.fed) for it in items]
+    assert len(p.token) == len({f[:t] for f in fed for t in range(1, len(f) + 1)})  # one node per distinct prefix
+    for n, (par, d) in enumerate(zip(p.parent, p.depth)):
+        assert (par == -1 and d == 0) or p.depth[par] == d - 1
+    row = p.rows[0]
+    assert all(p.parent[n] == -1 or row.index(p.parent[n]) < j for j, n in enumerate(row))  # parents first
+    # rows of 40 tokens: each document's choices stay together (a unit), a 48-token window gets a row of its own
+    small = plan(items, row_tokens=40)
+    rows_of = lambda i: {r for r, row in enumerate(small.rows) for n in small.paths[i] if n in row}  # noqa: E731
+    assert len(rows_of(0) & rows_of(1)) == 1 and any(len(r) == 48 for r in small.rows)
 
 
 def test_the_scorer_is_lm_evals_model_and_agrees_with_plain_hflm_on_every_format(tiny_model_dir):

@@ -74,7 +74,7 @@ class InputNLLCapture:
     """The NLL of every context lm-eval scores, kept so that an example's *input* NLL comes from the evaluation's
     own forward pass (no second pass for input perplexity).
 
-    The shared-prefix scorer (:class:`simassets.core.scoring`) records each whole context's NLL directly. Plain
+    The prefix-tree scorer (:mod:`simassets.core.scoring`) records each whole context's NLL directly. Plain
     scoring rows are ``(context_enc + continuation_enc)[:-1]``, right-padded, run without an attention mask; the
     logits at position t depend only on tokens <= t, so a context's token NLLs are read off any row that starts
     with the context's encoding.
@@ -108,12 +108,12 @@ class InputNLLCapture:
         return None
 
 
-MODEL_NAME = "simassets-hf"  # the lm-eval model name of the shared-prefix scorer (`lm_eval --model simassets-hf`)
+MODEL_NAME = "simassets-hf"  # the lm-eval model name of the prefix-tree scorer (`lm_eval --model simassets-hf`)
 _SCORING_LM: type | None = None
 
 
 def scoring_lm_class() -> type:
-    """lm-eval's ``HFLM`` with the log-likelihood path of :mod:`simassets.core.scoring` (each shared prefix run
+    """lm-eval's ``HFLM`` with the log-likelihood path of :mod:`simassets.core.scoring` (each distinct prefix run
     once), registered with lm-eval as ``simassets-hf``: results, greedy flags and logged samples are lm-eval's own.
     Built on first use (importing lm-eval is slow)."""
     global _SCORING_LM
@@ -121,17 +121,20 @@ def scoring_lm_class() -> type:
         from lm_eval.api.registry import register_model
         from lm_eval.models.huggingface import HFLM
 
-        from simassets.core.scoring import DEFAULT_TOKEN_BUDGET, score
+        from simassets.core.scoring import DEFAULT_ROW_TOKENS, DEFAULT_TOKEN_BUDGET, score
 
         @register_model(MODEL_NAME)
-        class SharedPrefixHFLM(HFLM):
-            """``HFLM`` whose log-likelihoods run each shared prefix once (``token_budget``: tokens per pass)."""
+        class PrefixTreeHFLM(HFLM):
+            """``HFLM`` whose log-likelihoods run each distinct prefix once (``token_budget``: tokens per pass,
+            ``row_tokens``: tokens per packed row)."""
 
             input_capture: InputNLLCapture | None = None
 
-            def __init__(self, *args, token_budget: int | None = None, **kwargs):
+            def __init__(self, *args, token_budget: int | None = None, row_tokens: int | None = None, **kwargs):
                 super().__init__(*args, **kwargs)
-                self.token_budget = int(token_budget or DEFAULT_TOKEN_BUDGET.get(self.device.type, DEFAULT_TOKEN_BUDGET["cpu"]))
+                kind = self.device.type if self.device.type in DEFAULT_TOKEN_BUDGET else "cpu"
+                self.token_budget = int(token_budget or DEFAULT_TOKEN_BUDGET[kind])
+                self.row_tokens = int(row_tokens or DEFAULT_ROW_TOKENS[kind])
                 self.scoring_stats = None
 
             def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
@@ -143,7 +146,8 @@ def scoring_lm_class() -> type:
                 self.scoring_stats = stats = ScoringStats()
                 pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
                 scored = score(self.model, [(ctx, cont) for _, ctx, cont in requests], self.max_length,
-                               token_budget=self.token_budget, context_nll=capture is not None, pad_id=pad, stats=stats)
+                               token_budget=self.token_budget, context_nll=capture is not None, pad_id=pad, stats=stats,
+                               row_tokens=self.row_tokens)
                 out = []
                 for (req_str, ctx, _), s in zip(requests, scored, strict=True):
                     if capture is not None and s.context_nll is not None:
@@ -154,12 +158,12 @@ def scoring_lm_class() -> type:
                     out.append(answer)
                 return out
 
-        _SCORING_LM = SharedPrefixHFLM
+        _SCORING_LM = PrefixTreeHFLM
     return _SCORING_LM
 
 
 def make_lm(model, tokenizer, batch_size: int = 8, max_length: int = 2048, token_budget: int | None = None):
-    """Wrap an already-loaded transformers causal LM (and its tokenizer) as the shared-prefix lm-eval model, which
+    """Wrap an already-loaded transformers causal LM (and its tokenizer) as the prefix-tree lm-eval model, which
     also records the input NLL of every example it scores (see :class:`InputNLLCapture`). Passes are cut by a
     token budget (``scoring.DEFAULT_TOKEN_BUDGET`` for the model's device), not by ``batch_size``, which only
     lm-eval's own code paths (generation) use."""

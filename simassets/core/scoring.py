@@ -1,33 +1,36 @@
-"""Log-likelihood scoring that runs each shared prefix once: lm-eval's answers from fewer forward tokens.
+"""Log-likelihood scoring that runs every distinct token prefix once: lm-eval's answers from fewer forward tokens.
 
-lm-eval scores each answer choice of a multiple-choice document with its own copy of the context. Here the
-requests are grouped by a common token prefix (the whole context for ``mc`` tasks, the part before the blank
-for ``schema`` tasks); each prefix runs through the model once, its key/value cache is copied to every request
-of the group, and only the rest of each request (its continuation, or the rest of its context) runs on top of
-it. Requests that share nothing (``lm`` tasks) are scored as lm-eval scores them, in batches sorted by length
-under a token budget. Log-probabilities are computed only at the positions that are scored (the output head
-runs on those hidden states alone, in chunks), so Gemma's 262k-entry vocabulary never makes full-sequence
+lm-eval scores each answer choice of a multiple-choice document with its own copy of the context, and each option
+of a schema task with its own copy of the sentence's stem. Here all requests of a call form one prefix tree (a trie
+over the token sequences the model is fed); each node of it -- one token in its context -- is run once. Nodes are
+packed into rows of about ``row_tokens`` tokens, whole requests at a time (a request's ancestors that already ran
+in an earlier row run again, so no key/value cache is kept between passes), and a 4-D attention mask lets each
+token attend to its own ancestors only -- tree attention, as speculative decoding verifies a tree of drafts. The
+positions are the tokens' depths, so every token sees exactly the context, and position, it has in lm-eval's own
+row. Rows are batched by length under a token budget; packing leaves almost no padding.
+
+Log-probabilities are computed only at the positions that are scored (the output head runs on those hidden states
+alone, in chunks, with lm-eval's own ``log_softmax``), so Gemma's 262k-entry vocabulary never makes full-sequence
 logits the memory peak.
 
 The inputs are exactly lm-eval's: ``(context_enc, continuation_enc)`` token lists from its own ``_encode_pair``,
 cut to ``(context + continuation)[-(max_length + 1):]`` as lm-eval cuts them (a context longer than the
-window loses tokens on the left). The result per request is lm-eval's ``(sum of log-probs, is_greedy)``, and,
-where asked, the context's own NLL (tokens after the first) read off the same passes.
+window loses tokens on the left, so its cut windows share nothing). The result per request is lm-eval's ``(sum of
+log-probs, is_greedy)``, and, where asked, the context's own NLL (tokens after the first) read off the same passes.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-MIN_SHARED_TOKENS = 4  # a prefix shorter than this is not worth a pass of its own
 HEAD_CHUNK = 256  # positions per output-head matmul (bounds the logits held at once: 256 x vocab floats)
-# tokens (padding included) per forward pass: on CPU small passes are faster per token (SmolLM2, 2 threads: 1,260
-# tok/s at 512 tokens a pass, 910 at 8,192 -- the activations stay in cache; end to end 384-640 were best, 8,192
-# was 1.5x slower); a GPU wants far larger ones
-DEFAULT_TOKEN_BUDGET = {"cpu": 512, "cuda": 16384}
+# tokens per packed row, and tokens (padding included) per forward pass. On CPU small passes are faster per
+# token (SmolLM2, 2 threads: ~690 tok/s at 4 x 128 tokens, ~520 at 1 x 512 -- activations stay in cache, the
+# attention over a row grows with its square); a GPU wants far larger ones.
+DEFAULT_ROW_TOKENS = {"cpu": 256, "cuda": 1024}
+DEFAULT_TOKEN_BUDGET = {"cpu": 1024, "cuda": 32768}
 
 
 @dataclass(frozen=True)
@@ -57,21 +60,29 @@ class _Item:
         return range(0, self.n_ctx - 1)
 
 
-@dataclass
-class _Group:
-    prefix: list[int]
-    members: list[int] = field(default_factory=list)
-    shared: int = 0  # prefix tokens run once (positions < shared come from the prefix pass)
+def items_for(requests: Sequence[tuple[Sequence[int], Sequence[int]]], max_length: int) -> list[_Item]:
+    """lm-eval's rows: each ``(context, continuation)`` cut to the last ``max_length + 1`` tokens."""
+    items = []
+    for i, (ctx, cont) in enumerate(requests):
+        if not cont or len(cont) > max_length:
+            raise ValueError(f"request {i}: continuation of {len(cont)} tokens (1 to max_length={max_length})")
+        x = (list(ctx) + list(cont))[-(max_length + 1):]
+        items.append(_Item(i, x, len(cont), len(x) - len(cont), len(x) - len(cont) == len(ctx)))
+    return items
 
 
 @dataclass
-class ScoringStats:
-    """Tokens the model ran (padding excluded), and what plain lm-eval scoring would have run."""
+class Plan:
+    """The prefix tree of the fed sequences and its packing into rows.
 
-    forwarded: int = 0
-    padded: int = 0
-    plain: int = 0
-    passes: int = 0
+    ``token[n]``, ``parent[n]`` (-1 at a root) and ``depth[n]`` describe node ``n``; ``paths[i]`` lists the nodes
+    of item ``i``'s fed sequence, one per position; each row lists nodes, every node after its parent."""
+
+    token: list[int] = field(default_factory=list)
+    parent: list[int] = field(default_factory=list)
+    depth: list[int] = field(default_factory=list)
+    paths: list[list[int]] = field(default_factory=list)
+    rows: list[list[int]] = field(default_factory=list)
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
@@ -82,25 +93,70 @@ def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-def group_requests(items: list[_Item]) -> list[_Group]:
-    """Requests sorted by their token sequences; neighbours sharing a long prefix join one group."""
-    groups: list[_Group] = []
+def plan(items: Sequence[_Item], row_tokens: int) -> Plan:
+    """Every distinct prefix of the fed sequences becomes one node. Requests are taken in lexicographic order (so
+    those sharing a prefix are neighbours) and cut into units -- runs that share at least half of the shorter
+    sequence, e.g. the choices of one document; a row takes whole units while they fit in ``row_tokens`` (a unit
+    split across two rows would run its context twice), and a unit too long for any row is split by request (a
+    request longer than ``row_tokens`` gets a row of its own)."""
+    p = Plan()
+    index: dict[tuple[int, int], int] = {}
+    for it in items:
+        path, parent = [], -1
+        for t, tok in enumerate(it.fed):
+            node = index.get((parent, tok))
+            if node is None:
+                node = index[(parent, tok)] = len(p.token)
+                p.token.append(tok)
+                p.parent.append(parent)
+                p.depth.append(t)
+            path.append(node)
+            parent = node
+        p.paths.append(path)
+    units: list[list[int]] = []
     for i in sorted(range(len(items)), key=lambda k: items[k].fed):
-        fed = items[i].fed
-        if groups:
-            g = groups[-1]
-            shared = _lcp(g.prefix, fed)
-            if shared >= MIN_SHARED_TOKENS and 2 * shared >= len(fed):
-                g.members.append(i)
-                g.prefix = g.prefix[:shared]
+        if units:
+            first, fed = items[units[-1][0]].fed, items[i].fed
+            shared = _lcp(first, fed)
+            if shared >= 4 and 2 * shared >= min(len(first), len(fed)):
+                units[-1].append(i)
                 continue
-        groups.append(_Group(prefix=list(fed), members=[i]))
-    for g in groups:
-        if len(g.members) == 1:
-            g.shared = len(g.prefix)  # nothing to share: one plain pass
-        else:  # every continuation token must be predicted after the prefix's last position at the earliest
-            g.shared = min(len(g.prefix), min(len(items[i].x) - items[i].n_cont for i in g.members))
-    return groups
+        units.append([i])
+    row: list[int] = []
+    in_row: set[int] = set()
+
+    def new_nodes(i: int) -> list[int]:
+        path, k = p.paths[i], 0
+        while k < len(path) and path[k] in in_row:  # the nodes already in the row are a prefix of the path
+            k += 1
+        return path[k:]
+
+    for unit in units:
+        if row and len(row) + len({n for i in unit for n in p.paths[i]} - in_row) > row_tokens:
+            p.rows.append(row)
+            row, in_row = [], set()
+        for i in unit:
+            new = new_nodes(i)
+            if row and len(row) + len(new) > row_tokens:
+                p.rows.append(row)
+                row, in_row = [], set()
+                new = p.paths[i]
+            row.extend(new)
+            in_row.update(new)
+    if row:
+        p.rows.append(row)
+    return p
+
+
+@dataclass
+class ScoringStats:
+    """Tokens the model ran (padding excluded), and what plain lm-eval scoring would have run."""
+
+    forwarded: int = 0
+    padded: int = 0
+    plain: int = 0
+    passes: int = 0
+    distinct: int = 0  # nodes of the prefix tree: the fewest tokens any exact scorer must run
 
 
 def _batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
@@ -132,8 +188,8 @@ class _Head:
             logits = self.head(hidden[s:s + HEAD_CHUNK]).float()
             if self.softcap:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
-            lse = torch.logsumexp(logits, dim=-1)
-            logps.append(logits.gather(-1, targets[s:s + HEAD_CHUNK, None]).squeeze(-1) - lse)
+            # lm-eval's own log_softmax: (logit - logsumexp) rounds differently, 1e-3 over a 125-token answer
+            logps.append(logits.log_softmax(dim=-1).gather(-1, targets[s:s + HEAD_CHUNK, None]).squeeze(-1))
             argmax.append(logits.argmax(dim=-1))
         return torch.cat(logps), torch.cat(argmax)
 
@@ -142,113 +198,95 @@ def _decoder(model: Any) -> Any:
     return model.get_decoder() if hasattr(model, "get_decoder") else model.model
 
 
-def _subcache(cache: Any, rows: Any) -> Any:
-    """The cache rows ``rows`` (repeats allowed) as a new cache; the original is left as it is."""
-    sub = copy.copy(cache)
-    sub.layers = [copy.copy(layer) for layer in cache.layers]
-    sub.batch_select_indices(rows)
-    return sub
+def _sliding_window(model: Any) -> int | None:
+    """The window of the model's sliding-attention layers (Gemma 3 alternates them with global ones), or None."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    window = getattr(cfg, "sliding_window", None)
+    return window if window and "sliding_attention" in (getattr(cfg, "layer_types", None) or ()) else None
+
+
+def _tree_mask(p: Plan, rows: list[list[int]], width: int) -> tuple[Any, Any]:
+    """(B, 1, width, width) boolean mask -- each token attends to its ancestors in its row and to itself --
+    and the (B, width) depths as position ids. Padding attends to itself only."""
+    import numpy as np
+    import torch
+
+    mask = np.zeros((len(rows), width, width), dtype=bool)
+    pos = np.zeros((len(rows), width), dtype=np.int64)
+    for r, row in enumerate(rows):
+        at = {node: j for j, node in enumerate(row)}
+        m = mask[r]
+        for j, node in enumerate(row):
+            parent = p.parent[node]
+            if parent >= 0:
+                m[j] = m[at[parent]]
+            m[j, j] = True
+            pos[r, j] = p.depth[node]
+        for j in range(len(row), width):
+            m[j, j] = True
+    return torch.from_numpy(mask)[:, None], torch.from_numpy(pos)
 
 
 def score(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[int]]], max_length: int,
           token_budget: int | None = None, context_nll: bool = False, pad_id: int = 0,
-          stats: ScoringStats | None = None) -> list[Scored]:
-    """lm-eval's ``(loglik, is_greedy)`` for every ``(context_enc, continuation_enc)``, each shared prefix run once."""
+          stats: ScoringStats | None = None, row_tokens: int | None = None) -> list[Scored]:
+    """lm-eval's ``(loglik, is_greedy)`` for every ``(context_enc, continuation_enc)``, each distinct prefix run
+    once (per row)."""
     import torch
-    from transformers import DynamicCache
 
     stats = stats if stats is not None else ScoringStats()
-    items = []
-    for i, (ctx, cont) in enumerate(requests):
-        if not cont or len(cont) > max_length:
-            raise ValueError(f"request {i}: continuation of {len(cont)} tokens (1 to max_length={max_length})")
-        x = (list(ctx) + list(cont))[-(max_length + 1):]
-        items.append(_Item(i, x, len(cont), len(x) - len(cont), len(x) - len(cont) == len(ctx)))
-        stats.plain += len(x) - 1
-    groups = group_requests(items)
+    items = items_for(requests, max_length)
     device = next(model.parameters()).device
     token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(device.type, DEFAULT_TOKEN_BUDGET["cpu"])
-    head, decoder = _Head(model), _decoder(model)
+    row_tokens = row_tokens or DEFAULT_ROW_TOKENS.get(device.type, DEFAULT_ROW_TOKENS["cpu"])
+    p = plan(items, min(row_tokens, token_budget))
+    stats.plain += sum(len(it.fed) for it in items)
+    stats.distinct += len(p.token)
+    # node -> target token -> the (item, position) pairs that need log p(target | node's prefix)
+    wanted: dict[int, dict[int, list[tuple[int, int]]]] = {}
+    for it in items:
+        positions = set(it.scored_positions())
+        if context_nll and it.ctx_whole:
+            positions |= set(it.context_positions())
+        path = p.paths[it.index]
+        for t in positions:
+            wanted.setdefault(path[t], {}).setdefault(it.x[t + 1], []).append((it.index, t))
+    head, decoder, window = _Head(model), _decoder(model), _sliding_window(model)
     logp: dict[tuple[int, int], float] = {}  # (item, position) -> log p(x[position + 1])
     hit: dict[tuple[int, int], bool] = {}
-
-    def wanted(it: _Item, lo: int, hi: int) -> list[int]:
-        """Positions in [lo, hi) whose log-prob the item needs."""
-        pos = set(it.scored_positions())
-        if context_nll and it.ctx_whole:
-            pos |= set(it.context_positions())
-        return sorted(t for t in pos if lo <= t < hi)
-
-    def collect(hidden: Any, rows: dict[tuple[int, int], list[tuple[int, int]]]) -> None:
-        """``rows``: (index into the flattened (B*T, H) states, target token) -> the (item, position) pairs that
-        need that log-prob (members of a group share their prefix's positions: each is computed once)."""
-        if not rows:
-            return
-        keys = list(rows)
-        idx = torch.tensor([k[0] for k in keys], device=device)
-        targets = torch.tensor([k[1] for k in keys], device=device)
-        lp, am = head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, idx), targets)
-        for key, v, a in zip(keys, lp.tolist(), am.tolist()):
-            for it_pos in rows[key]:
-                logp[it_pos] = v
-                hit[it_pos] = a == key[1]
-
     with torch.no_grad():
-        for batch in _batches([g.shared for g in groups], token_budget):
-            gs = [groups[k] for k in batch]
-            width = max(g.shared for g in gs)
-            ids = torch.full((len(gs), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(gs), width), dtype=torch.long)
-            for r, g in enumerate(gs):  # left padding: every prefix ends at the last column
-                ids[r, width - g.shared:] = torch.tensor(g.prefix[:g.shared])
-                mask[r, width - g.shared:] = 1
-            pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-            need_suffix = any(len(items[i].fed) > g.shared for g in gs for i in g.members)
-            cache = DynamicCache(config=model.config) if need_suffix else None
-            out = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos_ids.to(device),
-                          past_key_values=cache, use_cache=need_suffix)
+        for batch in _batches([len(r) for r in p.rows], token_budget):
+            rows = [p.rows[k] for k in batch]
+            width = len(rows[0])
+            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            for r, row in enumerate(rows):
+                ids[r, :len(row)] = torch.tensor([p.token[n] for n in row])
+            mask, pos = _tree_mask(p, rows, width)
+            attention: Any = mask.to(device)
+            if window is not None:  # the sliding layers also drop keys more than `window` positions back
+                near = (pos[:, :, None] - pos[:, None, :]) < window
+                attention = {"full_attention": attention, "sliding_attention": (mask & near[:, None]).to(device)}
+            out = decoder(input_ids=ids.to(device), attention_mask=attention, position_ids=pos.to(device),
+                          use_cache=False)
             stats.passes += 1
-            stats.forwarded += sum(g.shared for g in gs)
-            stats.padded += len(gs) * width
-            rows: dict[tuple[int, int], list[tuple[int, int]]] = {}
-            for r, g in enumerate(gs):
-                offset = r * width + (width - g.shared)  # flattened index of the prefix's position 0
-                for i in g.members:
-                    for t in wanted(items[i], 0, g.shared):
-                        rows.setdefault((offset + t, items[i].x[t + 1]), []).append((i, t))
-            collect(out.last_hidden_state, rows)
-            if not need_suffix:
+            stats.forwarded += sum(len(r) for r in rows)
+            stats.padded += len(rows) * width
+            flat, targets, owners = [], [], []
+            for r, row in enumerate(rows):
+                for j, node in enumerate(row):
+                    for target, pairs in wanted.pop(node, {}).items():  # popped: a node run twice is read once
+                        flat.append(r * width + j)
+                        targets.append(target)
+                        owners.append(pairs)
+            if not flat:
                 continue
-            # the rest of each request on top of its group's prefix cache
-            members = [(r, i) for r, g in enumerate(gs) for i in g.members if len(items[i].fed) > g.shared]
-            lengths = [len(items[i].fed) - gs[r].shared for r, i in members]
-            for sub in _batches(lengths, max(token_budget // 2, 1)):
-                rows_ = [members[k] for k in sub]
-                slen = max(lengths[k] for k in sub)
-                s_ids = torch.full((len(rows_), slen), pad_id, dtype=torch.long)
-                s_mask = torch.zeros((len(rows_), slen), dtype=torch.long)
-                s_pos = torch.zeros((len(rows_), slen), dtype=torch.long)
-                for j, (r, i) in enumerate(rows_):
-                    rest = items[i].fed[gs[r].shared:]
-                    s_ids[j, :len(rest)] = torch.tensor(rest)
-                    s_mask[j, :len(rest)] = 1
-                    s_pos[j] = gs[r].shared + torch.arange(slen)
-                select = torch.tensor([r for r, _ in rows_], device=device)
-                sub_cache = _subcache(cache, select)
-                full_mask = torch.cat([mask.to(device).index_select(0, select), s_mask.to(device)], dim=1)
-                s_out = decoder(input_ids=s_ids.to(device), attention_mask=full_mask, position_ids=s_pos.to(device),
-                                past_key_values=sub_cache, use_cache=True,
-                                cache_position=torch.arange(width, width + slen, device=device))
-                stats.passes += 1
-                stats.forwarded += sum(lengths[k] for k in sub)
-                stats.padded += len(rows_) * slen
-                s_rows: dict[tuple[int, int], list[tuple[int, int]]] = {}
-                for j, (r, i) in enumerate(rows_):
-                    p = gs[r].shared
-                    for t in wanted(items[i], p, len(items[i].fed)):
-                        s_rows.setdefault((j * slen + (t - p), items[i].x[t + 1]), []).append((i, t))
-                collect(s_out.last_hidden_state, s_rows)
-                del sub_cache
+            hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
+            lp, am = head(hidden.index_select(0, torch.tensor(flat, device=device)),
+                          torch.tensor(targets, device=device))
+            for pairs, target, v, a in zip(owners, targets, lp.tolist(), am.tolist()):
+                for key in pairs:
+                    logp[key] = v
+                    hit[key] = a == target
     out_: list[Scored] = []
     for it in items:
         scored = list(it.scored_positions())

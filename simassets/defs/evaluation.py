@@ -92,7 +92,7 @@ BENCHMARK_EVALUATION = Computation(
     description="lm-eval accuracy of one model on one benchmark (acc, acc_norm, random-baseline-normalised score, "
                 "stderr, n) and per-example correctness with gold and chosen log-likelihoods.",
     writes=(EXAMPLE_RESULTS, BENCHMARK_SCORES), inputs=_inputs, compute=_evaluate,
-    upstream=(Upstream("benchmark_examples"),), kinds=("pytorch", "parquet"), pool="model", code_version="2",
+    upstream=(Upstream("benchmark_examples"),), kinds=("pytorch", "parquet"), pool="model", code_version="3",
     retries=2, checks=(SCORES_IN_UNIT,), cost=_cost)
 
 defs = dg.Definitions(assets=build(BENCHMARK_EVALUATION))
