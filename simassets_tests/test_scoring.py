@@ -74,6 +74,19 @@ def test_prefix_tree_scoring_equals_one_plain_pass_per_request(model, budget, ro
         assert stats.forwarded == stats.distinct  # one row: every distinct prefix exactly once
 
 
+def test_passes_run_side_by_side_give_the_same_numbers_as_one_after_another(model):
+    """On CPU the passes run on one single-threaded worker per core; every number must equal the serial run's,
+    and torch's thread count is restored."""
+    import torch
+
+    reqs = _requests(model.config.vocab_size, seed=5) * 3
+    serial = score(model, reqs, max_length=48, token_budget=64, context_nll=True, threads=1)
+    torch.set_num_threads(2)
+    side = score(model, reqs, max_length=48, token_budget=64, context_nll=True, threads=3)
+    assert torch.get_num_threads() == 2
+    assert side == serial
+
+
 def test_sliding_window_layers_keep_their_window_in_the_tree_mask():
     """Gemma 3 alternates sliding-window and global layers; the tree mask must drop the keys the window drops."""
     import torch
