@@ -31,6 +31,7 @@ HEAD_CHUNK = 256  # positions per output-head matmul (bounds the logits held at 
 # attention over a row grows with its square); a GPU wants far larger ones.
 DEFAULT_ROW_TOKENS = {"cpu": 256, "cuda": 1024}
 DEFAULT_TOKEN_BUDGET = {"cpu": 512, "cuda": 32768}
+LONG_ROWS = 4  # a document longer than a row may take a row this many times longer
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,8 @@ def plan(items: Sequence[_Item], row_tokens: int) -> Plan:
     """Every distinct prefix of the fed sequences becomes one node. Requests are taken in lexicographic order (so
     those sharing a prefix are neighbours) and cut into units -- runs that share at least half of the shorter
     sequence, e.g. the choices of one document; a row takes whole units while they fit in ``row_tokens`` (a unit
-    split across two rows would run its context twice), and a unit too long for any row is split by request (a
-    request longer than ``row_tokens`` gets a row of its own)."""
+    split across two rows would run its context twice). A unit longer than a row gets rows of its own of up to
+    ``LONG_ROWS * row_tokens`` tokens, split by request beyond that (a longer request gets a row of its own)."""
     p = Plan()
     index: dict[tuple[int, int], int] = {}
     for it in items:
@@ -132,17 +133,24 @@ def plan(items: Sequence[_Item], row_tokens: int) -> Plan:
         return path[k:]
 
     for unit in units:
-        if row and len(row) + len({n for i in unit for n in p.paths[i]} - in_row) > row_tokens:
+        size = len({n for i in unit for n in p.paths[i]} - in_row)
+        if row and len(row) + size > row_tokens:
             p.rows.append(row)
             row, in_row = [], set()
+        # a unit longer than a row (a long passage and its choices) gets rows of its own, up to LONG_ROWS x longer:
+        # the attention over a long row costs less than running the passage once per choice
+        limit = row_tokens if size <= row_tokens else LONG_ROWS * row_tokens
         for i in unit:
             new = new_nodes(i)
-            if row and len(row) + len(new) > row_tokens:
+            if row and len(row) + len(new) > limit:
                 p.rows.append(row)
                 row, in_row = [], set()
                 new = p.paths[i]
             row.extend(new)
             in_row.update(new)
+        if limit > row_tokens:
+            p.rows.append(row)
+            row, in_row = [], set()
     if row:
         p.rows.append(row)
     return p
