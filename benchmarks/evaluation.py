@@ -141,7 +141,8 @@ def project(args, speeds: dict[str, float]) -> None:
         lm = Counting(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=full.eval_batch_size,
                       max_length=full.max_length)
         for b in catalog.benchmarks_for("full"):
-            res = evaluate_benchmark(lm, b, paths.data_root(), full.benchmark_limit, full.seed, b.num_fewshot)
+            res = evaluate_benchmark(lm, b, paths.data_root(), full.benchmark_limit, full.seed, b.num_fewshot,
+                                     input_nll=False)  # nothing runs: no input NLL to read off
             n_examples += res.score.n
         tps = speeds.get(model_id)
         hours = f"{totals.forwarded / tps / 3600:.2f} h projected at the {tps:.0f} tok/s measured here" if tps else ""

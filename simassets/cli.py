@@ -188,8 +188,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         kind = "local" if args.path else "hub" if args.hub else "gguf_package"
         spec = m.ModelSpec(
             id=m.validate_model_id(args.id), kind=kind, path=args.path, hub_id=args.hub, revision=args.revision,
-            package=args.gguf_package, file=args.file, dtype=args.dtype, profiles=tuple(args.profile or ("quick", "full")),
-            description=args.description or "",
+            package=args.gguf_package, file=args.file, dtype=args.dtype, device=args.device,
+            profiles=tuple(args.profile or ("quick", "full")), description=args.description or "",
         )
         m.add_model(spec, replace=args.replace)
         print(f"registered {spec.id}; `simassets run` (or the registry sensor) evaluates it on every benchmark")
@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--file", help="GGUF file name inside the package")
     add.add_argument("--revision")
     add.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    add.add_argument("--device", default="auto", help="auto (CUDA when torch sees one, else CPU), cpu, cuda or cuda:N")
     add.add_argument("--profile", action="append", choices=("quick", "full"))
     add.add_argument("--description")
     add.add_argument("--replace", action="store_true")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import shutil
@@ -157,7 +159,7 @@ def test_suggest_model_id_known_values():
 SPECS = [
     ModelSpec(id="local-a", kind="local", path="/models/a", dtype="bfloat16", profiles=("quick",),
               description='quote " and backslash \\ and é', allow_pickle=True),
-    ModelSpec(id="hub-b", kind="hub", hub_id="org/b", revision="abc123", profiles=("full",)),
+    ModelSpec(id="hub-b", kind="hub", hub_id="org/b", revision="abc123", profiles=("full",), device="cuda:1"),
     ModelSpec(id="pkg-c", kind="gguf_package", package="some-pkg", file="c.gguf"),
 ]
 
@@ -213,6 +215,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         ('id = "a"\npath = "/x"\nprofiles = ["quick", "fast"]', "field 'profiles' has unknown profile(s) ['fast']"),
         ('id = "a"\npath = "/x"\nprofiles = "quick"', "field 'profiles' must be a list"),
         ('id = "a"\npath = "/x"\nallow_pickle = 1', "field 'allow_pickle' must be true or false"),
+        ('id = "a"\npath = "/x"\ndevice = "gpu"', "field 'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         ('id = "a/b"\npath = "/x"', "invalid model id 'a/b'"),
         ('kind = "local"\npath = "/x"', "field 'id' is required"),
     ],
@@ -478,3 +481,15 @@ def test_hub_never_trusts_remote_code(monkeypatch):
     assert seen["source"] == "org/m" and seen["revision"] == "r1"
     assert seen["trust_remote_code"] is False and seen["use_safetensors"] is True
 
+
+
+def test_device_auto_runs_where_torch_can_and_an_absent_gpu_is_a_clear_error():
+    import torch
+
+    spec = ModelSpec(id="d", kind="local", path="/x")
+    assert spec.device == "auto"
+    assert m.resolve_device(spec) == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert m.resolve_device(dataclasses.replace(spec, device="cpu")) == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelRegistryError, match="model 'd': field 'device' is 'cuda:0', but torch sees no CUDA"):
+            m.resolve_device(dataclasses.replace(spec, device="cuda:0"))

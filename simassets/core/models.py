@@ -35,6 +35,7 @@ KINDS = ("local", "hub", "gguf_package")
 DTYPES = ("float32", "bfloat16")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # The source fields each kind may set; the others must stay unset.
 _KIND_FIELDS = {"local": ("path",), "hub": ("hub_id", "revision"), "gguf_package": ("package", "file")}
@@ -51,6 +52,7 @@ REGISTRY_HEADER = """\
 #   kind = "hub"           hub_id = "owner/name" (+ revision = "<commit>"; needs network, or a filled HF cache)
 #   kind = "gguf_package"  package = "<pip name>" (+ file = "<name>.gguf" when the package holds several)
 # Optional: dtype = "float32" | "bfloat16" (default float32), profiles = ["quick", "full"],
+# device = "auto" | "cpu" | "cuda" | "cuda:N" (default auto: CUDA when torch sees one, else CPU),
 # description = "...", allow_pickle = true (local/hub only: accept pytorch_model.bin; pickle runs code).
 # GGUF weights are de-quantized once and cached as safetensors under $SIMASSETS_HOME/cache/models/.
 # Add a model with `simassets models add ID --path DIR | --hub ID | --gguf-package PKG`, or edit this
@@ -122,6 +124,7 @@ class ModelSpec:
     profiles: tuple[str, ...] = PROFILE_NAMES
     description: str = ""
     allow_pickle: bool = False
+    device: str = "auto"  # where it runs: auto (CUDA when present, else CPU), cpu, cuda or cuda:N
 
     def __post_init__(self) -> None:
         validate_model_id(self.id)
@@ -163,6 +166,8 @@ class ModelSpec:
             raise bad("allow_pickle", "must be true or false")
         if self.allow_pickle and self.kind == "gguf_package":
             raise bad("allow_pickle", "does not apply to kind 'gguf_package'")
+        if not isinstance(self.device, str) or not _DEVICE_RE.fullmatch(self.device):
+            raise bad("device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
 _SPEC_FIELDS = tuple(f.name for f in fields(ModelSpec))
@@ -197,6 +202,8 @@ def _spec_to_table(spec: ModelSpec) -> dict[str, Any]:
     table.update(dtype=spec.dtype, profiles=list(spec.profiles))
     if spec.description:
         table["description"] = spec.description
+    if spec.device != "auto":
+        table["device"] = spec.device
     if spec.allow_pickle:
         table["allow_pickle"] = True
     return table
@@ -425,6 +432,21 @@ def resolve_weights(spec: ModelSpec) -> ResolvedWeights:
         return ResolvedWeights(source.parent, source, _file_sha256(source))
     weights = _local_weight_files(spec, source)
     return ResolvedWeights(source, None, fingerprint([[p.name, _file_sha256(p)] for p in weights]))
+
+
+def resolve_device(spec: ModelSpec) -> str:
+    """The torch device a model runs on: its ``device`` field, ``auto`` read as CUDA when torch sees a GPU.
+
+    Results do not depend on it beyond float rounding (the scorer's parity is checked per device), so a stored
+    evaluation stays fresh when the same model later runs elsewhere under ``auto``."""
+    import torch
+
+    if spec.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelRegistryError(f"model {spec.id!r}: field 'device' is {spec.device!r}, but torch sees no CUDA "
+                                 "device here (use 'auto' to fall back to the CPU)")
+    return spec.device
 
 
 def model_fingerprint(spec: ModelSpec) -> str:

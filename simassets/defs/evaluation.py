@@ -17,9 +17,9 @@ from simassets.defs.factory import build
 def _lm(spec, batch_size: int, max_length: int):
     """One lm-eval wrapper per (model, batch size, max length) per process: the model loads once."""
     from simassets.core.evaluation import make_lm
-    from simassets.core.models import load_causal_lm
+    from simassets.core.models import load_causal_lm, resolve_device
 
-    loaded = load_causal_lm(spec)
+    loaded = load_causal_lm(spec, device=resolve_device(spec))
     return make_lm(loaded.model, loaded.tokenizer, batch_size=batch_size, max_length=max_length), loaded
 
 
@@ -29,7 +29,9 @@ def _inputs(scope: Scope, keys) -> dict:
     spec = scope.models[keys["model"]]
     return {"examples": scope.upstream(BENCHMARK_EXAMPLES, {"benchmark": keys["benchmark"]}),
             "model": model_fingerprint(spec), "dtype": spec.dtype, "max_length": scope.spec.max_length,
-            "lm_eval": version("lm_eval")}
+            "lm_eval": version("lm_eval"),
+            # an explicit device is part of the result's identity; `auto` is not (see resolve_device)
+            **({"device": spec.device} if spec.device != "auto" else {})}
 
 
 def _evaluate(call: Call) -> Output:
@@ -49,7 +51,8 @@ def _evaluate(call: Call) -> Output:
     if got != expected:
         raise ValueError(f"{bench}: evaluated examples {sorted(got - expected)[:5]} / missing "
                          f"{sorted(expected - got)[:5]} differ from benchmark_examples; re-materialize benchmark_examples")
-    params = canonical_json({**result.params, "dtype": spec.dtype, "model_kind": spec.kind})
+    params = canonical_json({**result.params, "dtype": spec.dtype, "model_kind": spec.kind,
+                             "device": str(loaded.model.device)})
     ex = pd.DataFrame([{
         "example_id": e.example_id, "correct": e.correct, "correct_norm": e.correct_norm, "gold_loglik": e.gold_loglik,
         "gold_n_tokens": e.gold_n_tokens, "chosen": e.chosen, "chosen_loglik": e.chosen_loglik,
