@@ -293,8 +293,9 @@ def score(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[int]]], m
                           torch.tensor([t for _, t, _ in reads], device=device))
             return lp.tolist(), am.tolist()
 
-    # On CPU, one pass per core, each single-threaded: these small matrix products lose ~20 % to splitting each
-    # one across threads (SmolLM2, 2 cores: 4 x 256 tokens at 540-600 tok/s on 2 threads, 640-735 as 2 x 1)
+    # On CPU, one pass per core, each single-threaded: these small matrix products lose to splitting each one
+    # across threads (SmolLM2, 2 cores: 4 x 256 tokens at 540-600 tok/s on 2 threads, 640-735 as 2 x 1; whole
+    # benchmarks 6-13 % faster)
     threads = min(threads or (torch.get_num_threads() if device.type == "cpu" else 1), len(jobs))
     if threads > 1:
         from concurrent.futures import ThreadPoolExecutor
