@@ -590,8 +590,10 @@ def _load(spec: ModelSpec, device: str) -> LoadedModel:
     return LoadedModel(spec, model, tokenizer, weights.fingerprint, time.perf_counter() - start, from_cache, n_params)
 
 
-def load_causal_lm(spec: ModelSpec, device: str = "cpu") -> LoadedModel:
-    """Load a registered causal LM once per process and (spec, device); later calls return the same object."""
+def load_causal_lm(spec: ModelSpec, device: str | None = None) -> LoadedModel:
+    """Load a registered causal LM once per process and (spec, device); later calls return the same object.
+    ``device`` defaults to the spec's own (:func:`resolve_device`)."""
+    device = device or resolve_device(spec)
     with _LOCK:
         key = (spec, device)
         if key not in _LOADED:

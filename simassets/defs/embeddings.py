@@ -85,7 +85,7 @@ def _task2vec(kind: str):
         from simassets.core.models import load_causal_lm
 
         name, scope = call.keys[kind], call.scope
-        probe = load_causal_lm(probe_spec(scope))
+        probe = load_causal_lm(probe_spec(scope), device="cpu")  # its cached embeddings are CPU results
         params = task2vec_params(call.profile, scope.seed)
         call.log(f"Task2Vec {kind} {name}: {params.n_batches} batches with probe {probe.spec.id}")
         embs = Task2VecCache(scope.cache_dir / "task2vec").embeddings(

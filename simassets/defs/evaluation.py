@@ -17,9 +17,9 @@ from simassets.defs.factory import build
 def _lm(spec, batch_size: int, max_length: int):
     """One lm-eval wrapper per (model, batch size, max length) per process: the model loads once."""
     from simassets.core.evaluation import make_lm
-    from simassets.core.models import load_causal_lm, resolve_device
+    from simassets.core.models import load_causal_lm
 
-    loaded = load_causal_lm(spec, device=resolve_device(spec))
+    loaded = load_causal_lm(spec)
     return make_lm(loaded.model, loaded.tokenizer, batch_size=batch_size, max_length=max_length), loaded
 
 

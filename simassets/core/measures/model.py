@@ -266,12 +266,12 @@ def _model_similarity(call):
     from simassets.core.computation import Output, table_md
     from simassets.core.hashing import canonical_json
     from simassets.core.measures.tokens import encode_texts, unigram_measures
-    from simassets.core.models import load_causal_lm, resolve_device
+    from simassets.core.models import load_causal_lm
     from simassets.core.schema import (BENCHMARK_EXAMPLES, CORPUS_DOCUMENTS, DATASET_SIMILARITY, EXAMPLE_RESULTS,
                                        EXAMPLE_SIMILARITY)
 
     model_id, bench_name, scope = call.keys["model"], call.keys["benchmark"], call.scope
-    loaded = load_causal_lm(scope.models[model_id], device=resolve_device(scope.models[model_id]))
+    loaded = load_causal_lm(scope.models[model_id])
     bench = call.read(BENCHMARK_EXAMPLES, benchmark=bench_name)
     results = call.read(EXAMPLE_RESULTS, model=model_id, benchmark=bench_name)
     if "input_nll" not in results or results["input_nll"].isna().all():
@@ -319,13 +319,12 @@ def _corpus_perplexity(call):
 
     from simassets.core.computation import Output
     from simassets.core.hashing import canonical_json
-    from simassets.core.models import load_causal_lm, resolve_device
+    from simassets.core.models import load_causal_lm
     from simassets.core.schema import CORPUS_DOCUMENTS, DATASET_SIMILARITY
 
     n_docs, max_length = CORPUS_PPL[call.profile]
     docs = call.read(CORPUS_DOCUMENTS, corpus=call.keys["corpus"]).head(n_docs)
-    spec = call.scope.models[call.keys["model"]]
-    loaded = load_causal_lm(spec, device=resolve_device(spec))
+    loaded = load_causal_lm(call.scope.models[call.keys["model"]])
     nll = sequence_nll(loaded.model, loaded.tokenizer, docs["text"].tolist(), max_length=max_length,
                        batch_size=call.scope.spec.eval_batch_size)
     agg = aggregate_perplexity([r.nll_sum for r in nll], [r.n_tokens for r in nll])
