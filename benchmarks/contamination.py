@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simassets.core.corpus_index import CorpusIndex, build_index
-from simassets.core.measures.contamination import NS
+from simassets.core.corpus_index import CorpusIndex, build_index, shuffled_words
+from simassets.core.measures.contamination import CONTROL_N, NS
 from simassets.core.measures.overlap import build_indexes, overlap_measures
 from simassets.core.paths import data_root
 
@@ -92,6 +92,23 @@ def main() -> None:
         print(f"longest match from every word, {len(some)} texts vs brown: matching statistics over find {t_ms:.2f} s, "
               f"infini-gram creativity (every byte) {t_cr:.2f} s: {t_cr / t_ms:.1f}x "
               f"({sum(len(o) for o in ours)} words)")
+
+        prefetching = CorpusIndex(tmp / "brown", prefetch=True)  # infini-gram's default engine settings
+        t = time.perf_counter()
+        same = all((prefetching.match_lengths(normalize_words(x)) == o).all() for x, o in zip(some, ours))
+        t_pf = time.perf_counter() - t
+        print(f"the same with infini-gram's page prefetching (its default) {t_pf:.2f} s against {t_ms:.2f} s without: "
+              f"{t_pf / t_ms:.1f}x, lengths identical: {same}")
+        shuffled = [shuffled_words(x, i) for i, x in enumerate(some)]
+        t = time.perf_counter()
+        full = [brown.match_lengths(w).max(initial=0) >= CONTROL_N for w in shuffled]
+        t_full = time.perf_counter() - t
+        t = time.perf_counter()
+        short = [brown.has_match(w, CONTROL_N) for w in shuffled]
+        t_short = time.perf_counter() - t
+        print(f"negative control ({CONTROL_N}-word match in word-shuffled texts): full matching statistics "
+              f"{t_full:.2f} s, one lookup per {CONTROL_N}-word window {t_short:.2f} s: {t_full / t_short:.1f}x, "
+              f"answers identical: {full == short}")
 
         t_old = time.perf_counter()
         rng = np.random.default_rng(0)

@@ -48,6 +48,19 @@ def test_longest_match_counts_and_evidence(index):
     assert (empty.n_words, empty.longest, empty.evidence_doc_id) == (0, 0, None)
 
 
+def test_has_match_agrees_with_the_matching_statistics(index):
+    """The negative control's shortcut (one lookup per n-word window) answers max(L) >= n exactly, for every n,
+    and an engine with infini-gram's page prefetching returns the same lengths."""
+    prefetching = CorpusIndex(index.folder, prefetch=True)
+    texts = ["The cat ran far away!", "cat sat on the mat today", "a dog ran far away said the cat ran", "", "zebra"]
+    for text in texts:
+        words = text.lower().replace("!", "").split()
+        lengths = index.match_lengths(words)
+        assert prefetching.match_lengths(words).tolist() == lengths.tolist()
+        for n in range(1, 10):
+            assert index.has_match(words, n) == (lengths.max(initial=0) >= n), (text, n)
+
+
 def test_rows_per_example_and_per_benchmark(index):
     texts = ["The cat sat on the mat", "a dog ran far away said the cat ran", "nothing in the corpus at all"]
     ex, ds = contamination_rows(texts, np.array([10, 11, 12]), index, seed=1)

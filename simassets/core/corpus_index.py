@@ -146,7 +146,7 @@ class ExampleMatch:
 class CorpusIndex:
     """An index folder opened for queries (infini-gram's C++ engine, byte level)."""
 
-    def __init__(self, folder: Path | str):
+    def __init__(self, folder: Path | str, prefetch: bool = False):
         from infini_gram.engine import InfiniGramEngine
 
         self.folder = Path(folder)
@@ -158,9 +158,12 @@ class CorpusIndex:
                               "it with simassets (corpus_index) or point index_dir at one") from exc
         if self.info.format_version != FORMAT_VERSION:
             raise IndexError_(f"{self.folder}: index format {self.info.format_version}, expected {FORMAT_VERSION}")
-        # eos 0 / vocabulary 255: byte 0 never occurs in the normalized text, byte 255 is the separator
+        # eos 0 / vocabulary 255: byte 0 never occurs in the normalized text, byte 255 is the separator.
+        # infini-gram's page prefetching (on by default) costs more than it saves on an index the page cache holds:
+        # a lookup takes ~150 us with it and ~23 us without (benchmarks/contamination.py); answers are the same.
+        depths = {} if prefetch else {"ds_prefetch_depth": 0, "sa_prefetch_depth": 0, "od_prefetch_depth": 0}
         self.engine = InfiniGramEngine(index_dir=str(self.folder), eos_token_id=0, vocab_size=255, version=4,
-                                       token_dtype="u8")
+                                       token_dtype="u8", **depths)
 
     def _find(self, words: Sequence[bytes]) -> dict:
         """infini-gram's ``find`` of ``words`` as whole words (a space on each side)."""
@@ -199,6 +202,12 @@ class CorpusIndex:
                 length += 1
             out[w] = length
         return out
+
+    def has_match(self, words: Sequence[str], n: int) -> bool:
+        """Whether some span of ``n`` consecutive words occurs in the corpus, i.e. ``max(match_lengths) >= n``:
+        one lookup per window instead of the ~2 per word of the full matching statistics."""
+        encoded = [w.encode() for w in words]
+        return any(self._occurs(encoded[w:w + n]) for w in range(len(encoded) - n + 1))
 
     def _occurs(self, words: Sequence[bytes]) -> bool:
         return int(self._find(words)["cnt"]) > 0

@@ -141,8 +141,8 @@ def contamination_rows(texts: list[str], ids: np.ndarray, index, seed: int) -> t
 
     matches = [index.example(t, NS) for t in texts]
     longest = np.array([m.longest for m in matches], dtype=float)
-    control = np.array([index.match_lengths(shuffled_words(t, seed + i)).max(initial=0)
-                        for i, t in enumerate(texts)]) >= CONTROL_N  # only the lengths: no evidence lookups
+    control = np.array([index.has_match(shuffled_words(t, seed + i), CONTROL_N) for i, t in enumerate(texts)],
+                       dtype=bool)
     control_fraction = float(control.mean()) if len(texts) else float("nan")
     params = canonical_json({"unit": index.info.unit, "corpus_docs": index.info.n_docs,
                              "corpus_words": index.info.n_words, "thresholds": list(NS),
