@@ -137,6 +137,21 @@ class Scope:
         return self.warehouse.read_partition(table, self.profile, keys)
 
 
+def benchmark_chars(scope: Scope, benchmark: str) -> float:
+    """Characters of a benchmark's stored examples (input once, each choice or else the target): what a model or a
+    corpus index reads for it, the basis of the relative costs that balance parallel runs. 1.0 while not stored."""
+    key = ("benchmark_chars", benchmark)
+    if key not in scope.memo:
+        try:
+            ex = scope.read(schema.BENCHMARK_EXAMPLES, {"benchmark": benchmark})
+            choices = ex["choices"].map(lambda c: sum(len(x) for x in c) if c is not None and len(c) else 0)
+            scope.memo[key] = float((ex["input_text"].str.len() + choices.where(choices > 0, ex["target_text"].str.len()))
+                                    .sum())
+        except Exception:  # not stored yet: an average benchmark
+            scope.memo[key] = 1.0
+    return scope.memo[key]
+
+
 @dataclass(frozen=True)
 class Upstream:
     """An asset this one depends on: the partitions sharing its keys (``same``) or all of them (``all``)."""

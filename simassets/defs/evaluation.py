@@ -7,7 +7,8 @@ import dagster as dg
 import pandas as pd
 
 from simassets.core import stats
-from simassets.core.computation import SCORES_IN_UNIT, Call, Computation, Output, Scope, Upstream, table_md
+from simassets.core.computation import (SCORES_IN_UNIT, Call, Computation, Output, Scope, Upstream, benchmark_chars,
+                                        table_md)
 from simassets.core.hashing import canonical_json
 from simassets.core.schema import BENCHMARK_EXAMPLES, BENCHMARK_SCORES, EXAMPLE_RESULTS
 from simassets.defs.factory import build
@@ -77,17 +78,8 @@ def _evaluate(call: Call) -> Output:
 
 
 def _cost(scope: Scope, keys) -> float:
-    """Characters the model reads for a benchmark (input once, each choice or the target): balances runs."""
-    key = ("eval_cost", keys["benchmark"])
-    if key not in scope.memo:
-        try:
-            ex = scope.read(BENCHMARK_EXAMPLES, {"benchmark": keys["benchmark"]})
-            choices = ex["choices"].map(lambda c: sum(len(x) for x in c) if c is not None and len(c) else 0)
-            scope.memo[key] = float((ex["input_text"].str.len() + choices.where(choices > 0, ex["target_text"].str.len()))
-                                    .sum())
-        except Exception:  # not stored yet: an average benchmark
-            scope.memo[key] = 1.0
-    return scope.memo[key]
+    """Characters the model reads for a benchmark: balances runs."""
+    return benchmark_chars(scope, keys["benchmark"])
 
 
 BENCHMARK_EVALUATION = Computation(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from simassets.core.computation import Call, Computation, Output, Scope, Upstream, table_md
+from simassets.core.computation import Call, Computation, Output, Scope, Upstream, benchmark_chars, table_md
 from simassets.core.hashing import canonical_json
 from simassets.core.measures.registry import register_family
 from simassets.core.schema import (BENCHMARK_EXAMPLES, CORPUS_DOCUMENTS, CORPUS_INDEXES, DATASET_SIMILARITY,
@@ -101,6 +101,12 @@ def _inputs(scope: Scope, keys) -> dict:
             "benchmark": scope.upstream(BENCHMARK_EXAMPLES, {"benchmark": keys["benchmark"]})}
 
 
+def _cost(scope: Scope, keys) -> float:
+    """Relative work of a pair, in about seconds on the quick profile: ~1 s whatever the benchmark (gzip pairs,
+    bootstrap, and the unit's other per-pair measures), plus the index lookups, ~1 s per 25k characters."""
+    return 1.0 + benchmark_chars(scope, keys["benchmark"]) / 25_000
+
+
 def _compute(call: Call) -> Output:
     from simassets.core.measures.contamination import index_folder, open_index
 
@@ -124,4 +130,5 @@ FAMILY = register_family(Computation(
                 "evidence.",
     writes=(EXAMPLE_SIMILARITY, DATASET_SIMILARITY), inputs=_inputs, compute=_compute,
     upstream=(Upstream("corpus_documents"), Upstream("corpus_index"), Upstream("benchmark_examples")),
-    kinds=("numpy", "parquet"), code_version="3", storage_keys=lambda keys: {**keys, "asset": "text_similarity"}))
+    kinds=("numpy", "parquet"), code_version="3", storage_keys=lambda keys: {**keys, "asset": "text_similarity"},
+    cost=_cost))
