@@ -145,8 +145,8 @@ def benchmark_chars(scope: Scope, benchmark: str) -> float:
         try:
             ex = scope.read(schema.BENCHMARK_EXAMPLES, {"benchmark": benchmark})
             choices = ex["choices"].map(lambda c: sum(len(x) for x in c) if c is not None and len(c) else 0)
-            scope.memo[key] = float((ex["input_text"].str.len() + choices.where(choices > 0, ex["target_text"].str.len()))
-                                    .sum())
+            read = ex["input_text"].str.len() + choices.where(choices > 0, ex["target_text"].str.len())
+            scope.memo[key] = float(read.sum())
         except Exception:  # not stored yet: an average benchmark
             scope.memo[key] = 1.0
     return scope.memo[key]
