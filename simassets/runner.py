@@ -113,7 +113,30 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
             instance.report_run_failed(run, message=f"the process that ran it (pid {pid}) is gone: killed, or out of "
                                                     "memory")
             dead.append(run.run_id)
+    free_slots_of_finished_runs(instance)
     return dead
+
+
+def free_slots_of_finished_runs(instance: dg.DagsterInstance) -> list[tuple[str, str]]:
+    """Give back the pool slots (and pending claims) of runs that are no longer going: a killed process never
+    frees the slot its step held, and without a daemon nothing else does, so the next run's steps of that pool
+    would wait for it forever. Returns (pool, run id) per freed claim."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    going = {dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.QUEUED,
+             dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.CANCELING}
+    freed, status = [], {}
+    for pool in storage.get_concurrency_keys():
+        info = storage.get_concurrency_info(pool)
+        for run_id in {s.run_id for s in info.claimed_slots} | {s.run_id for s in info.pending_steps}:
+            if run_id not in status:
+                run = instance.get_run_by_id(run_id)
+                status[run_id] = run.status if run else None
+            if status[run_id] not in going:
+                storage.free_concurrency_slots_for_run(run_id)
+                freed.append((pool, run_id))
+    return freed
 
 
 @functools.cache

@@ -239,8 +239,30 @@ def test_workers_exit_with_their_parent_and_its_runs_are_failed_at_the_next_star
     instance = runner.get_instance()
     started = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
     assert started  # left behind by the dead worker ...
+    held = {s.run_id for s in instance.event_log_storage.get_concurrency_info("model").claimed_slots}
+    assert held & {r.run_id for r in started}  # the dead step's pool slot is still claimed ...
     assert sorted(runner.fail_dead_runs(instance)) == sorted(r.run_id for r in started)  # ... failed at next start
     assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    # ... and its slot given back: else the next run's model steps wait for it forever
+    assert not instance.event_log_storage.get_concurrency_info("model").claimed_slots
+
+
+def test_pool_slots_of_finished_runs_are_given_back_and_those_of_going_runs_kept(tmp_path):
+    """A run killed inside a pooled step keeps its slot claimed (found after a killed ``simassets run``: the next
+    run's steps of that pool waited forever); the slots of runs still going stay claimed."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    instance = runner.get_instance(tmp_path / "home")
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("model", 2)
+    dead, alive = (instance.add_run(DagsterRun(job_name="j", run_id=f"{c * 8}-0000-0000-0000-000000000000",
+                                               status=dg.DagsterRunStatus.STARTED)) for c in "ab")
+    for run in (dead, alive):
+        assert storage.claim_concurrency_slot("model", run.run_id, "step").is_claimed
+    instance.report_run_failed(dead, message="killed")
+    assert runner.free_slots_of_finished_runs(instance) == [("model", dead.run_id)]
+    assert [s.run_id for s in storage.get_concurrency_info("model").claimed_slots] == [alive.run_id]
+    assert runner.free_slots_of_finished_runs(instance) == []
 
 
 # ---------------------------------------------------------------- 4. first-run races, derived files
