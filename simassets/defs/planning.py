@@ -96,28 +96,33 @@ class Unit:
 
 
 def units(selection: Selection) -> list[Unit]:
-    """The selected computations grouped into units -- all assets of one partitioning, run together in one run per
+    """The selected computations grouped into units -- the assets of one partitioning, run together in one run per
     range (a model loads once for its evaluation and its model-based measures) -- in an order where every unit comes
-    after the units it needs. A unit starts as soon as those are done (not when a whole level is)."""
+    after the units it needs. A unit starts as soon as those are done (not when a whole level is).
+
+    An asset that must wait for a deeper unit than the rest of its partitioning's assets (``contamination_gain``
+    reads every corpus's ``text_similarity``; the evaluation beside it reads only the benchmark's examples) forms
+    a unit of its own, so the others do not wait with it: the evaluation, the longest step, starts as soon as the
+    benchmarks are in, beside the corpus x benchmark measures, instead of after them."""
     comps = selection.computations()
-    parts = list(dict.fromkeys(c.partitioning for c in comps))
     part_of = {c.name: c.partitioning for c in comps}
-    needs: dict[str | None, set] = {p: set() for p in parts}
-    for c in comps:
+    level: dict[str, int] = {}  # the earliest wave an asset can run in
+    for c in comps:  # topological: upstreams first
+        level[c.name] = max((level[u.asset] + (part_of[u.asset] != c.partitioning)
+                             for u in c.upstream if u.asset in part_of), default=0)
         for u in c.upstream:
-            if u.asset in part_of and part_of[u.asset] != c.partitioning:
-                needs[c.partitioning].add(part_of[u.asset])
-            elif u.asset in part_of and u.mapping == "all":
+            if part_of.get(u.asset, ...) == c.partitioning and u.mapping == "all":
                 raise ValueError(f"{c.name} reads all partitions of {u.asset}, which runs in its own unit")
-    order: list[str | None] = []
-    while len(order) < len(parts):
-        ready = [p for p in parts if p not in order and needs[p] <= set(order)]
-        if not ready:
-            raise ValueError(f"units depend on each other in a cycle: {sorted(map(str, set(parts) - set(order)))}")
-        order += ready
-    index = {p: i for i, p in enumerate(order)}
-    return [Unit(p, tuple(c for c in comps if c.partitioning == p), frozenset(index[n] for n in needs[p]))
-            for p in order]
+    keys = list(dict.fromkeys((level[c.name], c.partitioning) for c in comps))
+    keys.sort(key=lambda k: k[0])  # stable: declaration order within a level
+    index = {k: i for i, k in enumerate(keys)}
+    unit_of = {c.name: index[(level[c.name], c.partitioning)] for c in comps}
+    needs: dict[int, set[int]] = {i: set() for i in index.values()}
+    for c in comps:
+        needs[unit_of[c.name]] |= {unit_of[u.asset] for u in c.upstream
+                                   if u.asset in unit_of and unit_of[u.asset] != unit_of[c.name]}
+    return [Unit(part, tuple(c for c in comps if unit_of[c.name] == i), frozenset(needs[i]))
+            for (lvl, part), i in index.items()]
 
 
 def waves(all_units: Sequence[Unit]) -> list[list[int]]:
