@@ -49,16 +49,28 @@ def test_longest_match_counts_and_evidence(index):
 
 
 def test_has_match_agrees_with_the_matching_statistics(index):
-    """The negative control's shortcut (one lookup per n-word window) answers max(L) >= n exactly, for every n,
-    and an engine with infini-gram's page prefetching returns the same lengths."""
-    prefetching = CorpusIndex(index.folder, prefetch=True)
-    texts = ["The cat ran far away!", "cat sat on the mat today", "a dog ran far away said the cat ran", "", "zebra"]
+    """The negative control's shortcut (one lookup per n-word window) answers max(L) >= n exactly, for every n;
+    an engine with infini-gram's page prefetching, and one that asks every lookup anew (no memo), return the same
+    lengths; the memo answers the repeated sequences and starts over at its limit."""
+    prefetching = CorpusIndex(index.folder, prefetch=True, memo=False)
+    fresh = CorpusIndex(index.folder)
+    fresh.MEMO_LIMIT = 5
+    texts = ["The cat ran far away!", "cat sat on the mat today", "a dog ran far away said the cat ran", "", "zebra",
+             "the cat ran far away"]
     for text in texts:
         words = text.lower().replace("!", "").split()
         lengths = index.match_lengths(words)
         assert prefetching.match_lengths(words).tolist() == lengths.tolist()
+        assert fresh.match_lengths(words).tolist() == lengths.tolist() and len(fresh._memo) <= 5
         for n in range(1, 10):
             assert index.has_match(words, n) == (lengths.max(initial=0) >= n), (text, n)
+    assert prefetching._memo is None and len(index._memo) > 5  # the shared index kept every sequence it was asked
+    memo, words = CorpusIndex(index.folder), "the cat ran far away".split()
+    lengths = memo.match_lengths(words)
+    assert lengths.tolist() == [3, 2, 3, 2, 1]
+    calls = []
+    memo._find = lambda words: calls.append(words) or {"cnt": 0}  # asked again: every answer comes from the memo
+    assert memo.match_lengths(words).tolist() == lengths.tolist() and not calls
 
 
 def test_rows_per_example_and_per_benchmark(index):
