@@ -22,7 +22,7 @@ import pytest
 from simassets import cli, runner
 from simassets.core.models import ModelRegistryError
 from simassets.core.warehouse import Warehouse
-from simassets.defs import factory
+from simassets.defs import factory, planning
 from simassets.defs.automation import study_automation
 from simassets.defs.resources import StudyResource
 from simassets_tests.conftest import add_partitions, materialize
@@ -290,20 +290,14 @@ def test_registering_a_model_runs_only_its_partitions_then_the_study_refreshes(m
     requested = _requested(result, instance)
     mb = lambda b: str(dg.MultiPartitionKey({"model": "tiny-2", "benchmark": b}))  # noqa: E731
     mc = lambda c: str(dg.MultiPartitionKey({"model": "tiny-2", "corpus": c}))  # noqa: E731
-    assert requested == ({(a, mb(b)) for a in ("benchmark_evaluation", "model_similarity") for b in BENCHMARKS}
+    assert requested == ({(a, mb(b)) for a in ("benchmark_evaluation", "model_similarity", "contamination_gain")
+                          for b in BENCHMARKS}
                          | {("corpus_perplexity", mc("c4_en"))})  # its partitions and nothing else
     # a model's evaluations go in as few runs as the run queue has slots (each loads the model once)
     from simassets.core.budget import max_concurrent_runs
 
     evaluation_runs = [r for r in result.run_requests if r.job_name == "quick__refresh_model_x_benchmark"]
     assert len(evaluation_runs) == min(max_concurrent_runs(), len(BENCHMARKS))
-    for request in result.run_requests:
-        _run(instance, request)
-    # contamination_gain is a unit of its own (it waits for every corpus's text_similarity, which the
-    # evaluation does not): requested once the evaluations are in, in one run
-    result = _tick(instance)
-    assert _requested(result, instance) == {("contamination_gain", mb(b)) for b in BENCHMARKS}
-    assert len(result.run_requests) == 1
     for request in result.run_requests:
         _run(instance, request)
     assert not _tick(instance).run_requests  # nothing left for the sync to do
@@ -427,3 +421,25 @@ def test_a_run_can_be_limited_to_one_study_and_skip_assets(tiny_study):
     with pytest.raises(ValueError, match="unknown asset"):
         runner.selection_for(skip=["no_such_asset"]).computations()
     assert cli.main(["run", "--study", "no_such_study"]) == 2
+
+
+def test_the_runner_starts_the_evaluation_without_waiting_for_the_corpus_x_benchmark_measures():
+    """``simassets run`` splits off an asset that waits for a deeper unit (contamination_gain reads every corpus's
+    text_similarity), so the evaluation starts once the benchmarks are in; the sensors keep it with the evaluation
+    (they request only work whose upstream is stored, and a new model's gain then comes in the same runs)."""
+    runner.repository()  # every computation registered
+    selection = planning.Selection()
+    for split in (True, False):
+        units = planning.units(selection, split=split)
+        where = {name: i for i, u in enumerate(units) for name in u.names}
+        assert all(n < i for i, u in enumerate(units) for n in u.needs)  # every unit after the units it needs
+        assert sorted(where) == sorted(c.name for c in selection.computations())
+        evaluation, gain = units[where["benchmark_evaluation"]], units[where["contamination_gain"]]
+        assert "corpus_x_benchmark" in {units[n].partitioning for n in gain.needs}
+        if split:
+            assert evaluation.names == ("benchmark_evaluation", "model_similarity")
+            assert gain.names == ("contamination_gain",)
+            assert where["benchmark_evaluation"] in gain.needs
+            assert {units[n].partitioning for n in evaluation.needs} == {"corpus", "benchmark"}
+        else:
+            assert evaluation is gain and len(evaluation.names) == 3

@@ -54,7 +54,7 @@ def sync_requests(context, study: StudyResource, profile: str, trigger: str, key
     order = planning.dynamic_order(context.instance, profile)
     busy = planning.in_flight(context.instance, profile)
     requests, errors, waiting = [], [], 0
-    for unit in planning.units(selection):
+    for unit in planning.units(selection, split=False):
         if partitioning is not ... and unit.partitioning != partitioning:
             continue
         plan = planning.plan_unit(unit, scope, selection, order, exclude=busy)

@@ -95,15 +95,17 @@ class Unit:
         return tuple(c.name for c in self.computations)
 
 
-def units(selection: Selection) -> list[Unit]:
+def units(selection: Selection, split: bool = True) -> list[Unit]:
     """The selected computations grouped into units -- the assets of one partitioning, run together in one run per
     range (a model loads once for its evaluation and its model-based measures) -- in an order where every unit comes
     after the units it needs. A unit starts as soon as those are done (not when a whole level is).
 
-    An asset that must wait for a deeper unit than the rest of its partitioning's assets (``contamination_gain``
-    reads every corpus's ``text_similarity``; the evaluation beside it reads only the benchmark's examples) forms
-    a unit of its own, so the others do not wait with it: the evaluation, the longest step, starts as soon as the
-    benchmarks are in, beside the corpus x benchmark measures, instead of after them."""
+    With ``split``, an asset that must wait for a deeper unit than the rest of its partitioning's assets
+    (``contamination_gain`` reads every corpus's ``text_similarity``; the evaluation beside it reads only the
+    benchmark's examples) forms a unit of its own, so the others do not wait with it: in ``simassets run`` the
+    evaluation, the longest step, starts as soon as the benchmarks are in, beside the corpus x benchmark measures.
+    The sensors plan without it: they request only work whose upstream is stored, so for them the split would gain
+    nothing and cost a run (a new model's evaluations and its contamination gain go in the same runs)."""
     comps = selection.computations()
     part_of = {c.name: c.partitioning for c in comps}
     level: dict[str, int] = {}  # the earliest wave an asset can run in
@@ -113,16 +115,20 @@ def units(selection: Selection) -> list[Unit]:
         for u in c.upstream:
             if part_of.get(u.asset, ...) == c.partitioning and u.mapping == "all":
                 raise ValueError(f"{c.name} reads all partitions of {u.asset}, which runs in its own unit")
-    keys = list(dict.fromkeys((level[c.name], c.partitioning) for c in comps))
-    keys.sort(key=lambda k: k[0])  # stable: declaration order within a level
-    index = {k: i for i, k in enumerate(keys)}
-    unit_of = {c.name: index[(level[c.name], c.partitioning)] for c in comps}
-    needs: dict[int, set[int]] = {i: set() for i in index.values()}
+    group = {c.name: (level[c.name] if split else 0, c.partitioning) for c in comps}
+    groups = sorted(dict.fromkeys(group.values()), key=lambda g: g[0])  # stable: declaration order within a level
+    needs: dict[tuple, set[tuple]] = {g: set() for g in groups}
     for c in comps:
-        needs[unit_of[c.name]] |= {unit_of[u.asset] for u in c.upstream
-                                   if u.asset in unit_of and unit_of[u.asset] != unit_of[c.name]}
-    return [Unit(part, tuple(c for c in comps if unit_of[c.name] == i), frozenset(needs[i]))
-            for (lvl, part), i in index.items()]
+        needs[group[c.name]] |= {group[u.asset] for u in c.upstream if u.asset in group} - {group[c.name]}
+    order: list[tuple] = []
+    while len(order) < len(groups):
+        ready = [g for g in groups if g not in order and needs[g] <= set(order)]
+        if not ready:
+            raise ValueError(f"units depend on each other in a cycle: {sorted(str(g[1]) for g in groups if g not in order)}")
+        order += ready
+    index = {g: i for i, g in enumerate(order)}
+    return [Unit(g[1], tuple(c for c in comps if group[c.name] == g), frozenset(index[n] for n in needs[g]))
+            for g in order]
 
 
 def waves(all_units: Sequence[Unit]) -> list[list[int]]:
