@@ -124,7 +124,8 @@ def units(selection: Selection, split: bool = True) -> list[Unit]:
     while len(order) < len(groups):
         ready = [g for g in groups if g not in order and needs[g] <= set(order)]
         if not ready:
-            raise ValueError(f"units depend on each other in a cycle: {sorted(str(g[1]) for g in groups if g not in order)}")
+            left = sorted(str(g[1]) for g in groups if g not in order)
+            raise ValueError(f"units depend on each other in a cycle: {left}")
         order += ready
     index = {g: i for i, g in enumerate(order)}
     return [Unit(g[1], tuple(c for c in comps if group[c.name] == g), frozenset(index[n] for n in needs[g]))
