@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -23,13 +22,14 @@ import numpy as np
 
 from simassets.core import paths
 from simassets.core.computation import Scope
-from simassets.core.measures.model import CORPUS_PPL, sequence_nll
+from simassets.core.measures.model import CORPUS_PPL, aggregate_perplexity, sequence_nll
 from simassets.core.models import load_causal_lm
 from simassets.core.schema import CORPUS_DOCUMENTS
 
 
 def token_weighted(nll: np.ndarray, n: np.ndarray) -> float:
-    return math.exp(nll.sum() / n.sum())
+    """The asset's own aggregate (:func:`aggregate_perplexity`), so the figures are the stored measure's."""
+    return aggregate_perplexity(nll.tolist(), n.astype(int).tolist()).token_weighted
 
 
 def bootstrap_ci(nll: np.ndarray, n: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
