@@ -207,6 +207,8 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     from simassets.core import budget, paths
 
     instance = runner.get_instance()  # writes <home>/dagster_home/dagster.yaml for this machine
+    for run_id in runner.fail_dead_runs(instance):  # e.g. stopped with the last dg dev: they would hold run slots
+        print(f"run {run_id} was left STARTED by a process that no longer exists: marked failed")
     changes = runner.sync(instance)
     home = os.environ["DAGSTER_HOME"]
     print(f"Dagster instance {home}: {budget.max_concurrent_runs()} run(s) at once, torch threads per run "

@@ -22,7 +22,7 @@ from pathlib import Path
 import dagster as dg
 
 from simassets.core import budget, paths
-from simassets.defs import factory, planning
+from simassets.defs import factory, liveness, planning
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DAGSTER_YAML = """\
@@ -88,55 +88,9 @@ def get_instance(home: Path | None = None) -> dg.DagsterInstance:
     return instance
 
 
-PID_TAG, HOST_TAG = "simassets/pid", "simassets/host"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
-    """Mark failed the CLI's runs left STARTED by a process of this machine that no longer exists (a killed
-    ``simassets run`` or worker); returns their ids. UI runs are watched by Dagster's run monitoring."""
-    dead = []
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
-                                                   tags={"simassets/runner": "cli"}))
-    for run in runs:
-        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
-        if pid and pid.isdigit() and host == socket.gethostname() and not _alive(int(pid)):
-            instance.report_run_failed(run, message=f"the process that ran it (pid {pid}) is gone: killed, or out of "
-                                                    "memory")
-            dead.append(run.run_id)
-    free_slots_of_finished_runs(instance)
-    return dead
-
-
-def free_slots_of_finished_runs(instance: dg.DagsterInstance) -> list[tuple[str, str]]:
-    """Give back the pool slots (and pending claims) of runs that are no longer going: a killed process never
-    frees the slot its step held, and without a daemon nothing else does, so the next run's steps of that pool
-    would wait for it forever. Returns (pool, run id) per freed claim."""
-    storage = instance.event_log_storage
-    if not storage.supports_global_concurrency_limits:
-        return []
-    going = {dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.QUEUED,
-             dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.CANCELING}
-    freed, status = [], {}
-    for pool in storage.get_concurrency_keys():
-        info = storage.get_concurrency_info(pool)
-        for run_id in {s.run_id for s in info.claimed_slots} | {s.run_id for s in info.pending_steps}:
-            if run_id not in status:
-                run = instance.get_run_by_id(run_id)
-                status[run_id] = run.status if run else None
-            if status[run_id] not in going:
-                storage.free_concurrency_slots_for_run(run_id)
-                freed.append((pool, run_id))
-    return freed
+# the dead-run sweep lives beside the sensor that also calls it (defs never import the runner)
+PID_TAG, HOST_TAG, fail_dead_runs = liveness.PID_TAG, liveness.HOST_TAG, liveness.fail_dead_runs
+free_slots_of_finished_runs, _alive = liveness.free_slots_of_finished_runs, liveness.alive
 
 
 @functools.cache

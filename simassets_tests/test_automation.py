@@ -13,7 +13,10 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -166,6 +169,7 @@ def test_code_location_runs_the_automation_by_default():
     assert quick.default_status == auto.default_status == dg.DefaultSensorStatus.RUNNING
     assert full.default_status == dg.DefaultSensorStatus.STOPPED  # the full profile evaluates for hours: opt in
     assert isinstance(auto, dg.AutomationConditionSensorDefinition) and auto is study_automation
+    assert not auto.emit_backfills  # its runs start at the tick, not at the backfill daemon's next pass
     schedules = {s.name: s for s in repo.schedule_defs}
     assert schedules["daily_refresh_quick__model_x_benchmark"].default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedules["daily_refresh_full__model_x_benchmark"].default_status == dg.DefaultScheduleStatus.STOPPED
@@ -443,3 +447,31 @@ def test_the_runner_starts_the_evaluation_without_waiting_for_the_corpus_x_bench
             assert {units[n].partitioning for n in evaluation.needs} == {"corpus", "benchmark"}
         else:
             assert evaluation is gain and len(evaluation.names) == 3
+
+
+def test_a_ui_run_whose_process_is_gone_is_failed_at_the_next_tick_and_gives_back_its_slots(tiny_study):
+    """A UI run whose process died (dg dev stopped mid-run, the OOM killer) stays STARTED: the local run launcher
+    has no health check for Dagster's run monitoring. It would hold a run-queue slot and its pool slot forever, and
+    the next model's runs would stay queued (found by stopping ``simassets ui`` during a refresh and starting it
+    again). The sync sensor's tick fails it; a run whose process lives is left alone."""
+    from dagster._core.events import DagsterEvent
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    with dg.instance_for_test() as instance:
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("model", 2)
+        runs = {}
+        for name, pid in (("dead", gone), ("alive", os.getpid())):
+            run = instance.add_run(DagsterRun(job_name="quick__refresh_model_x_benchmark", run_id=str(uuid.uuid4()),
+                                              status=dg.DagsterRunStatus.STARTED))
+            instance.report_dagster_event(DagsterEvent(dg.DagsterEventType.RUN_START.value, run.job_name, pid=pid),
+                                          run.run_id)
+            assert storage.claim_concurrency_slot("model", run.run_id, "quick__benchmark_evaluation").is_claimed
+            runs[name] = run.run_id
+        _tick(instance)
+        status = {name: instance.get_run_by_id(run_id).status for name, run_id in runs.items()}
+        assert status == {"dead": dg.DagsterRunStatus.FAILURE, "alive": dg.DagsterRunStatus.STARTED}
+        assert any(f"(pid {gone}) is gone" in (e.message or "") for e in instance.all_logs(runs["dead"]))
+        assert [s.run_id for s in storage.get_concurrency_info("model").claimed_slots] == [runs["alive"]]

@@ -17,7 +17,7 @@ import dagster as dg
 
 from simassets.core.budget import max_concurrent_runs
 from simassets.core.computation import DIMENSIONS
-from simassets.defs import factory, planning
+from simassets.defs import factory, liveness, planning
 from simassets.defs.resources import StudyResource
 
 # a registered model is seen within seconds; a tick is cheap when nothing changed (_signature), but each one is a
@@ -99,6 +99,8 @@ def _sensor(profile: str, jobs: list) -> dg.SensorDefinition:
                description=f"Sync every profile's partitions with catalog.toml and models.toml; run what is new or "
                            f"stale in profile {profile}.")
     def _sync(context: dg.SensorEvaluationContext, study: StudyResource) -> dg.SensorResult:
+        for run_id in liveness.fail_dead_runs(context.instance):  # their run slots go to the queued runs
+            context.log.warning(f"run {run_id} was left STARTED by a process that no longer exists: marked failed")
         signature = _signature(context, study)
         if context.cursor == signature:
             return dg.SensorResult(skip_reason=dg.SkipReason("nothing changed since the last tick"), cursor=signature)
@@ -159,6 +161,9 @@ study_automation = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=AUTOMATION_INTERVAL_S,
+    # runs, not a backfill: a backfill's runs wait for the backfill daemon's next pass (every 30 s), which made the
+    # studies start half a minute after the last model run had ended
+    emit_backfills=False,
     description="Evaluates the assets' automation conditions (the study assets refresh after new scores land).",
 )
 
