@@ -31,6 +31,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SIMASSETS = [PY, "-m", "simassets.cli"]
+DONE = ("SUCCESS", "FAILURE", "CANCELED")  # a run in any other status is still going
 
 
 class PeakRSS:
@@ -195,7 +196,7 @@ def main() -> None:
         time.sleep(12)  # the sync sensor's first ticks: it finds the copy up to date
         runs_of = Runs(ui / "home" / "dagster_home")
         settle = runs_of.since(0)
-        if any(r["status"] not in ("SUCCESS", "FAILURE", "CANCELED") for r in settle):
+        if any(r["status"] not in DONE for r in settle):
             raise SystemExit(f"runs in flight before the registration: {settle}")
         rss = PeakRSS(server.pid)
         t0 = time.time()
@@ -204,7 +205,7 @@ def main() -> None:
         while time.time() - t0 < args.timeout:
             time.sleep(2)
             runs = runs_of.since(t0)
-            if not runs or any(r["status"] not in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
+            if not runs or any(r["status"] not in DONE for r in runs):
                 quiet_since = None
                 continue
             quiet_since = quiet_since or time.time()

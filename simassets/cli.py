@@ -16,6 +16,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from simassets.core.catalog import CatalogError, load_catalog
     from simassets.core.models import ModelRegistryError, load_registry, models_for_profile
     from simassets.core.warehouse import Warehouse
+    from simassets.defs import liveness
 
     try:
         catalog, registry = load_catalog(), load_registry()
@@ -33,7 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     instance = runner.get_instance()
     for path in wh.sweep_tmp():
         print(f"removed a killed writer's temporary file {path}")
-    for run_id in runner.fail_dead_runs(instance):
+    for run_id in liveness.fail_dead_runs(instance):
         print(f"run {run_id} was left STARTED by a process that no longer exists: marked failed")
     try:
         selection = runner.selection_for(args.study, models if args.model else None, args.skip or (), args.experiments)
@@ -205,9 +206,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
     from simassets import runner
     from simassets.core import budget, paths
+    from simassets.defs import liveness
 
     instance = runner.get_instance()  # writes <home>/dagster_home/dagster.yaml for this machine
-    for run_id in runner.fail_dead_runs(instance):  # e.g. stopped with the last dg dev: they would hold run slots
+    for run_id in liveness.fail_dead_runs(instance):  # e.g. stopped with the last dg dev: they would hold run slots
         print(f"run {run_id} was left STARTED by a process that no longer exists: marked failed")
     changes = runner.sync(instance)
     home = os.environ["DAGSTER_HOME"]

@@ -88,11 +88,6 @@ def get_instance(home: Path | None = None) -> dg.DagsterInstance:
     return instance
 
 
-# the dead-run sweep lives beside the sensor that also calls it (defs never import the runner)
-PID_TAG, HOST_TAG, fail_dead_runs = liveness.PID_TAG, liveness.HOST_TAG, liveness.fail_dead_runs
-free_slots_of_finished_runs, _alive = liveness.free_slots_of_finished_runs, liveness.alive
-
-
 @functools.cache
 def definitions() -> dg.Definitions:
     """The code location's definitions, loaded once per process."""
@@ -146,7 +141,8 @@ def run_work(work: planning.Work, instance: dg.DagsterInstance) -> RunReport:
     pkeys = [factory.partition_key(pdef, k) for k in work.keys] if work.rectangle else [None]
     job = dg.build_reconstructable_job("simassets.runner", "code_location_job",
                                        reconstructable_args=(planning.job_name(work.profile, work.partitioning),))
-    tags = {**work.tags(), "simassets/runner": "cli", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()} | (
+    tags = {**work.tags(), "simassets/runner": "cli", liveness.PID_TAG: str(os.getpid()),
+            liveness.HOST_TAG: socket.gethostname()} | (
         {"dagster/partition": work.partition_key} if work.partition_key else {})
     errors: dict[str, str] = {}
     seen: dict[tuple[str, str | None], bool] = {}
@@ -284,7 +280,7 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
                     codes = sorted({p.exitcode for p in workers_now if p.exitcode})
                     cause = (f"worker process lost (exit code {', '.join(map(str, codes)) or 'unknown'}; "
                              f"killed, or out of memory): {exc}")
-                    for dead in fail_dead_runs(instance):
+                    for dead in liveness.fail_dead_runs(instance):
                         progress(f"    run {dead} of the lost worker marked failed")
                     if pool is not None and getattr(pool, "_broken", False):
                         pool.shutdown(wait=False, cancel_futures=True)
@@ -314,7 +310,7 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
         elif threads_env is None:
             os.environ.pop("SIMASSETS_TORCH_THREADS", None)
         if losses:  # the runs of the workers the broken pool took down with it
-            fail_dead_runs(instance)
+            liveness.fail_dead_runs(instance)
     report.seconds = time.perf_counter() - start
     return report
 

@@ -23,6 +23,7 @@ from simassets.core import prune
 from simassets.core.catalog import CatalogError, load_catalog
 from simassets.core.models import ModelRegistryError, load_registry
 from simassets.core.warehouse import Warehouse, seal_path
+from simassets.defs import liveness
 from simassets_tests.test_automation import BENCHMARKS, materialized_study, template_study  # noqa: F401 (fixtures)
 from simassets_tests.test_faults import _cli
 
@@ -230,9 +231,9 @@ def test_workers_exit_with_their_parent_and_its_runs_are_failed_at_the_next_star
         os.kill(proc.pid, signal.SIGKILL)  # the main process dies; its paused worker must not compute on
         proc.wait(timeout=30)
         deadline = time.time() + 20
-        while runner._alive(worker) and time.time() < deadline:
+        while liveness.alive(worker) and time.time() < deadline:
             time.sleep(0.2)
-        assert not runner._alive(worker), "the orphaned worker kept running"
+        assert not liveness.alive(worker), "the orphaned worker kept running"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -241,7 +242,7 @@ def test_workers_exit_with_their_parent_and_its_runs_are_failed_at_the_next_star
     assert started  # left behind by the dead worker ...
     held = {s.run_id for s in instance.event_log_storage.get_concurrency_info("model").claimed_slots}
     assert held & {r.run_id for r in started}  # the dead step's pool slot is still claimed ...
-    assert sorted(runner.fail_dead_runs(instance)) == sorted(r.run_id for r in started)  # ... failed at next start
+    assert sorted(liveness.fail_dead_runs(instance)) == sorted(r.run_id for r in started)  # ... failed at next start
     assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
     # ... and its slot given back: else the next run's model steps wait for it forever
     assert not instance.event_log_storage.get_concurrency_info("model").claimed_slots
@@ -260,9 +261,9 @@ def test_pool_slots_of_finished_runs_are_given_back_and_those_of_going_runs_kept
     for run in (dead, alive):
         assert storage.claim_concurrency_slot("model", run.run_id, "step").is_claimed
     instance.report_run_failed(dead, message="killed")
-    assert runner.free_slots_of_finished_runs(instance) == [("model", dead.run_id)]
+    assert liveness.free_slots_of_finished_runs(instance) == [("model", dead.run_id)]
     assert [s.run_id for s in storage.get_concurrency_info("model").claimed_slots] == [alive.run_id]
-    assert runner.free_slots_of_finished_runs(instance) == []
+    assert liveness.free_slots_of_finished_runs(instance) == []
 
 
 # ---------------------------------------------------------------- 4. first-run races, derived files

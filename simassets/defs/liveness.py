@@ -14,9 +14,10 @@ import socket
 
 import dagster as dg
 
+from simassets.defs.planning import IN_FLIGHT
+
 PID_TAG, HOST_TAG = "simassets/pid", "simassets/host"
-GOING = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.QUEUED,
-         dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.CANCELING)
+GOING = (*IN_FLIGHT, dg.DagsterRunStatus.CANCELING)  # a canceling run may still hold its slot
 
 
 def alive(pid: int) -> bool:
@@ -48,10 +49,12 @@ def run_pid(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int | None:
 
 
 def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
-    """Mark failed the runs left ``STARTED`` by a process of this machine that no longer exists, and give back the
-    pool slots of runs no longer going; returns the failed runs' ids."""
+    """Mark failed the runs left ``STARTED`` (or ``STARTING``) by a process of this machine that no longer exists,
+    and give back the pool slots of runs no longer going; returns the failed runs' ids. A UI run still starting has
+    no start event yet, so no pid: it is left alone."""
     dead = []
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED,
+                                                                  dg.DagsterRunStatus.STARTING])):
         pid = run_pid(instance, run)
         if pid is not None and not alive(pid):
             instance.report_run_failed(run, message=f"the process that ran it (pid {pid}) is gone: killed, stopped "
