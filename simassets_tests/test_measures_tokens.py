@@ -236,3 +236,24 @@ def test_catalog_chooses_the_kl_estimator_per_measure(tmp_path):
         with pytest.raises(CatalogError, match=msg) as err:
             load_catalog(f)
         assert str(f) in str(err.value)
+
+
+def test_bootstrap_kl_restricted_to_the_benchmark_types_equals_the_full_count_vectors():
+    from simassets.core.measures.tokens import _resample_weights, bootstrap_kl_per_resample
+
+    rng = np.random.default_rng(5)
+    # 60 documents over 500 types, some empty; the benchmark uses 40 types, three of them absent from the corpus
+    corpus = [rng.integers(0, 480, size=n) for n in rng.integers(0, 80, size=60)]
+    c = token_doc_counts(corpus, 500)
+    bench = np.bincount(np.concatenate([rng.integers(0, 37, size=300), [490, 495, 499]]), minlength=500)
+    fast = bootstrap_kl(bench, c, n_boot=300, seed=11, estimator="interpolated", lam=0.05)
+    ref = bootstrap_kl_per_resample(bench, c, _resample_weights(60, 300, 11), "interpolated", lam=0.05)
+    assert fast.shape == (300,) and np.all(np.isfinite(fast)) and fast.std() > 0
+    np.testing.assert_allclose(fast, ref, rtol=1e-12, atol=0)
+    # the other estimators take the full vectors, with the same resamples
+    add = bootstrap_kl(bench, c, n_boot=50, seed=11, estimator="additive")
+    assert np.array_equal(add, bootstrap_kl_per_resample(bench, c, _resample_weights(60, 50, 11), "additive"))
+    with pytest.raises(ValueError, match="lambda"):
+        bootstrap_kl(bench, c, n_boot=5, estimator="interpolated", lam=1.0)
+    with pytest.raises(ValueError, match="benchmark counts sum to zero"):
+        bootstrap_kl(np.zeros(500), c, n_boot=5, estimator="interpolated")

@@ -105,10 +105,14 @@ def _check_counts(p: np.ndarray, q: np.ndarray, eps: float) -> tuple[np.ndarray,
 
 
 def _normalise(c: np.ndarray, name: str) -> np.ndarray:
+    return c / _total(c, name)
+
+
+def _total(c: np.ndarray, name: str) -> float:
     s = c.sum()
     if s <= 0:
         raise ValueError(f"{name} counts sum to zero (no features and eps=0)")
-    return c / s
+    return s
 
 
 def smoothed_distribution(counts: np.ndarray, eps: float = DEFAULT_EPS, name: str = "counts") -> np.ndarray:
@@ -162,18 +166,62 @@ def js_divergence(p_counts: np.ndarray, q_counts: np.ndarray, eps: float = 0.0) 
     return float(jensenshannon(_normalise(p, "p"), _normalise(q, "q")) ** 2)
 
 
+def _resample_weights(n_docs: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_docs): how often each corpus document is drawn in each resample (seeded, one draw per row)."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n_boot, n_docs), dtype=np.int64)
+    for b in range(n_boot):  # one call per resample, as before: a single (n_boot, n_docs) call draws other numbers
+        out[b] = np.bincount(rng.integers(0, n_docs, n_docs), minlength=n_docs)
+    return out
+
+
+def _bootstrap_interpolated(bench_counts: np.ndarray, corpus: DocCounts, weights: np.ndarray,
+                            lam: float) -> np.ndarray:
+    """KL under the interpolated estimator for every row of ``weights`` at once. P is unsmoothed there, so only
+    the benchmark's own types enter the sum: the corpus counts are resampled on those columns alone, as one
+    sparse product. Every P and Q entry is computed as :func:`estimated_pair` computes it (the counts are exact
+    integers in float64); only the order of the final sum differs, by ~1e-16."""
+    from scipy import sparse
+
+    if not 0 < lam < 1:
+        raise ValueError(f"lambda must be in (0, 1), got {lam}")
+    p, _ = _check_counts(bench_counts, np.zeros(corpus.dim), 0.0)
+    support = np.flatnonzero(p)
+    big_p = p[support] / _total(p, "benchmark")
+    column = np.full(corpus.dim, -1, dtype=np.int64)
+    column[support] = np.arange(support.size)
+    keep = column[corpus.feature] >= 0
+    counts = sparse.csr_matrix((corpus.count[keep].astype(np.float64),
+                                (corpus.doc[keep], column[corpus.feature[keep]])), shape=(corpus.n_docs, support.size))
+    w = weights.astype(np.float64)
+    q = np.asarray((counts.T @ w.T).T)  # (n_boot, |support|) resampled counts on the benchmark's types
+    total = w @ corpus.n_features().astype(np.float64)  # each resample's total count over all types
+    if (total <= 0).any():
+        raise ValueError("corpus counts sum to zero (no features and eps=0)")
+    big_q = (1 - lam) * (q / total[:, None]) + lam / corpus.dim
+    return rel_entr(big_p, big_q).sum(axis=1)
+
+
 def bootstrap_kl(bench_counts: np.ndarray, corpus: DocCounts, eps: float = DEFAULT_EPS,
                  n_boot: int = DEFAULT_N_BOOT, seed: int = 0, estimator: str = "additive",
                  lam: float = DEFAULT_LAMBDA) -> np.ndarray:
-    """KL(bench || corpus*) for ``n_boot`` corpora resampled by document with replacement (seeded)."""
+    """KL(bench || corpus*) for ``n_boot`` corpora resampled by document with replacement (seeded).
+
+    The interpolated estimator takes a restricted path (:func:`_bootstrap_interpolated`: 5-60x faster, the same
+    values to ~1e-16, ``benchmarks/bootstrap_kl.py``); the smoothed-P estimators need every type, so each
+    resample's full count vector is built."""
     if corpus.n_docs == 0:
         raise ValueError("bootstrap needs at least one corpus document")
-    rng = np.random.default_rng(seed)
-    out = np.empty(n_boot)
-    for b in range(n_boot):
-        w = np.bincount(rng.integers(0, corpus.n_docs, corpus.n_docs), minlength=corpus.n_docs)
-        out[b] = _kl(*estimated_pair(bench_counts, corpus.totals(w), estimator, eps, lam))
-    return out
+    weights = _resample_weights(corpus.n_docs, n_boot, seed)
+    if estimator == "interpolated":
+        return _bootstrap_interpolated(bench_counts, corpus, weights, lam)
+    return bootstrap_kl_per_resample(bench_counts, corpus, weights, estimator, eps, lam)
+
+
+def bootstrap_kl_per_resample(bench_counts: np.ndarray, corpus: DocCounts, weights: np.ndarray, estimator: str,
+                              eps: float = DEFAULT_EPS, lam: float = DEFAULT_LAMBDA) -> np.ndarray:
+    """KL for each row of ``weights`` from the full resampled count vector (any estimator; the reference)."""
+    return np.array([_kl(*estimated_pair(bench_counts, corpus.totals(w), estimator, eps, lam)) for w in weights])
 
 
 def divergence_measures(bench: DocCounts, corpus: DocCounts, eps: float = DEFAULT_EPS,
