@@ -4,6 +4,7 @@ messages that name the cause (5). Case 6 (no p-value below the n where a test ca
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -399,3 +400,25 @@ def test_temporary_files_of_killed_writers_are_swept(home):
     os.utime(cache_old, (stale, stale))
     assert sorted(wh.sweep_tmp()) == sorted([old, cache_old])
     assert fresh.exists() and not old.exists() and len(wh.partition_files()) == 1
+
+
+def test_the_thread_budget_holds_blas_and_openmp_pools_loaded_before_and_after_it():
+    """Two step processes whose numpy/scipy BLAS each use every core oversubscribe the machine (MAUVE's PCA ran
+    4-5x slower side by side): a step's budget must reach the pools already loaded and those loaded later."""
+    import sys
+
+    code = (
+        "import json, numpy, threadpoolctl\n"
+        "from simassets.core import budget\n"
+        "before = {i['internal_api']: i['num_threads'] for i in threadpoolctl.threadpool_info()}\n"
+        "n = budget.apply_thread_budget()\n"
+        "import scipy.linalg, sklearn.cluster  # loaded after the budget: they read the environment\n"
+        "after = [(i['internal_api'], i['num_threads']) for i in threadpoolctl.threadpool_info()]\n"
+        "print(json.dumps({'n': n, 'before': before, 'after': after, 'cores': budget.cores()}))\n")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "SIMASSETS_TORCH_THREADS": "1"}
+    env.pop("OMP_NUM_THREADS", None)
+    out = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                    check=True).stdout.strip().splitlines()[-1])
+    assert out["n"] == 1 and out["before"]["openblas"] == min(2, out["cores"])  # OpenBLAS caps at the cores
+    assert len(out["after"]) >= 2 and {a for a, _ in out["after"]} >= {"openblas"}
+    assert all(threads == 1 for _, threads in out["after"]), out["after"]

@@ -42,13 +42,31 @@ def torch_threads() -> int:
 
 
 _APPLIED: list[int] = []
+_LIMITED: list[int] = []
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def apply_thread_budget() -> int:
+    """Hold every BLAS and OpenMP pool of this process (numpy's and scipy's OpenBLAS, scikit-learn's OpenMP) to
+    :func:`torch_threads`; returns it. Without this, each of two step processes runs its matrix work on two
+    OpenBLAS threads, and on 2 cores a PCA + k-means (MAUVE) takes 25 s instead of 4 s for one corpus's 39 pairs
+    (two processes side by side, ``benchmarks/thread_budget.py``). Torch is left to
+    :func:`apply_torch_threads`, so a step without a model never imports it."""
+    n = torch_threads()
+    if _LIMITED != [n]:
+        for var in _THREAD_VARS:  # libraries loaded later in this process read these when they load
+            os.environ[var] = str(n)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n)  # those already loaded (numpy's OpenBLAS is, with one thread per core)
+        _LIMITED[:] = [n]
+    return n
 
 
 def apply_torch_threads() -> int:
-    """Set this process's torch (and OpenMP) thread count to :func:`torch_threads`, once; returns it."""
-    n = torch_threads()
+    """Set this process's torch (and OpenMP, BLAS) thread count to :func:`torch_threads`, once; returns it."""
+    n = apply_thread_budget()
     if _APPLIED != [n]:
-        os.environ["OMP_NUM_THREADS"] = str(n)
         import torch
 
         torch.set_num_threads(n)

@@ -182,6 +182,8 @@ def run_partition(comp: Computation, scope: Scope, keys: dict[str, str],
         if comp.pool in ("model", "cpu_heavy"):  # torch: processes x threads within the cores
             threads = budget.apply_torch_threads()
             log(f"{comp.name} {keys}: {threads} torch thread(s) in this process")
+        else:  # numpy/scipy/sklearn too: their BLAS and OpenMP pools start with one thread per core
+            budget.apply_thread_budget()
         out = comp.compute(Call(scope, keys, inputs, log, fp))
         missing = [t for t in comp.writes if t not in out.tables]
         if missing:
