@@ -339,6 +339,17 @@ def test_per_example_auroc_hand_cases():
     assert [q["n"] for q in res["quartiles"]] == [2, 2, 2, 2]
 
 
+def test_per_example_auroc_equals_sklearn_with_ties_and_imbalance():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    for n, rate in ((7, 0.3), (30, 0.5), (200, 0.9), (500, 0.05)):
+        sim = np.round(rng.normal(size=n), 1)  # rounded: many ties
+        ok = rng.random(n) < rate
+        ok[:2] = (True, False)
+        assert stats.per_example_analysis(sim, ok)["auroc"] == pytest.approx(roc_auc_score(ok, sim), abs=1e-15)
+
+
 def test_per_example_ties_share_a_quartile_and_degenerate_labels():
     res = stats.per_example_analysis([1, 1, 1, 1, 2, 3, 4, 5], [1, 0, 1, 0, 1, 1, 1, 1])
     assert [q["n"] for q in res["quartiles"]] == [0, 4, 2, 2]  # ties (avg rank 2.5) stay together

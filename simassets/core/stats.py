@@ -581,11 +581,11 @@ def per_example_analysis(similarity: Iterable[float], correct: Iterable[Any]) ->
     notes = [f"dropped {int((~keep).sum())} example(s) with missing values"] if (~keep).any() else []
     auroc = u = p = _NAN
     if n1 and n0:
-        from sklearn.metrics import roc_auc_score
-
-        auroc = float(roc_auc_score(ok, s))
         mw = sps.mannwhitneyu(s[ok], s[~ok], alternative="two-sided")
         u, p = float(mw.statistic), float(mw.pvalue)
+        # U / (n1 n0) is the AUROC (sklearn's roc_auc_score agrees to 1e-15, test_stats), without its ~2.8 ms
+        # of input validation per call: 2,223 calls were 5.5 s of the quick study's per-example step
+        auroc = u / (n1 * n0)
     else:
         what = "no examples" if s.size == 0 else ("all examples correct" if n1 else "all examples incorrect")
         notes.insert(0, f"{what}: AUROC and Mann-Whitney test undefined")
