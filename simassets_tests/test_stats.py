@@ -350,6 +350,19 @@ def test_per_example_auroc_equals_sklearn_with_ties_and_imbalance():
         assert stats.per_example_analysis(sim, ok)["auroc"] == pytest.approx(roc_auc_score(ok, sim), abs=1e-15)
 
 
+def test_per_example_similarities_split_by_float_noise_rank_as_ties():
+    # 30 texts that embed alike: cosines 3e-8 apart by the BLAS's rounding, not by the texts
+    sim = np.where(np.arange(30) < 12, 0.15680054, 0.15680051)
+    ok = np.arange(30) % 2 == 0
+    res = stats.per_example_analysis(sim, ok)
+    assert res["auroc"] == 0.5 and res["p_mannwhitney"] == pytest.approx(1.0)
+    assert [q["n"] for q in res["quartiles"]] == [0, 0, 30, 0]  # one tie: the average rank 15.5 of 30
+    assert res["quartiles"][2]["similarity_max"] == 0.15680054  # reported as measured
+    # a real difference of 1e-5 still ranks
+    assert stats.per_example_analysis(np.where(ok, 0.15681, 0.15680), ok)["auroc"] == 1.0
+    assert stats.tie_within_tolerance(np.array([3.0, 1.0, 1.0 + 1e-9, 2.0])).tolist() == [3.0, 1.0, 1.0, 2.0]
+
+
 def test_per_example_ties_share_a_quartile_and_degenerate_labels():
     res = stats.per_example_analysis([1, 1, 1, 1, 2, 3, 4, 5], [1, 0, 1, 0, 1, 1, 1, 1])
     assert [q["n"] for q in res["quartiles"]] == [0, 4, 2, 2]  # ties (avg rank 2.5) stay together
