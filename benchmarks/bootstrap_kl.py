@@ -49,7 +49,8 @@ def main() -> None:
     tok = tokenizer(args.tokenizer)
     bench = {b: benchmark_texts(b, args.limit) for b in args.benchmarks}
     print(f"{args.docs} documents per corpus, {args.n_boot} resamples, {args.limit} examples per benchmark")
-    print(f"{'features':9s} {'corpus':17s} {'pairs':>5s} {'before s':>9s} {'now s':>7s} {'ratio':>7s} {'max |diff|':>11s}")
+    print(f"{'features':9s} {'corpus':17s} {'pairs':>5s} {'before s':>9s} {'now s':>7s} {'ratio':>7s} "
+          f"{'max |diff|':>11s}")
     totals = [0.0, 0.0]
     for c in args.corpora:
         texts = corpus_texts(c, args.docs)
