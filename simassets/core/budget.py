@@ -49,7 +49,7 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 def apply_thread_budget() -> int:
     """Hold every BLAS and OpenMP pool of this process (numpy's and scipy's OpenBLAS, scikit-learn's OpenMP) to
     :func:`torch_threads`; returns it. Without this, each of two step processes runs its matrix work on two
-    OpenBLAS threads, and on 2 cores a PCA + k-means (MAUVE) takes 25 s instead of 4 s for one corpus's 39 pairs
+    OpenBLAS threads, and on 2 cores a PCA + k-means (MAUVE) took 16-25 s instead of 4 s for one corpus's 39 pairs
     (two processes side by side, ``benchmarks/thread_budget.py``). Torch is left to
     :func:`apply_torch_threads`, so a step without a model never imports it."""
     n = torch_threads()
