@@ -215,7 +215,7 @@ def bootstrap_kl(bench_counts: np.ndarray, corpus: DocCounts, eps: float = DEFAU
                  lam: float = DEFAULT_LAMBDA) -> np.ndarray:
     """KL(bench || corpus*) for ``n_boot`` corpora resampled by document with replacement (seeded).
 
-    The interpolated estimator takes a restricted path (:func:`_bootstrap_interpolated`: 3.5-22x faster on real
+    The interpolated estimator takes a restricted path (:func:`_bootstrap_interpolated`: 6-30x faster on real
     corpora, the same values to 1.2e-13, ``benchmarks/bootstrap_kl.py``); the smoothed-P estimators need every
     type, so each resample's full count vector is built."""
     if corpus.n_docs == 0:
