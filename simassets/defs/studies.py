@@ -22,7 +22,8 @@ from simassets.core.studies import (StudyData, agreement_table, correlation_tabl
                                     per_example_table, study_params)
 from simassets.defs.factory import build
 
-CODE_VERSION = "5"  # 3: exact / permutation p, two-level intervals; 4: headline heatmap, answer; 5: ci2 de-attenuated
+CODE_VERSION = "6"  # 3: exact / permutation p, two-level intervals; 4: headline heatmap, answer; 5: ci2 de-attenuated;
+# 6: per-example similarities within 1e-6 rank as ties
 AGREEMENT_METHOD = "spearman"
 
 
