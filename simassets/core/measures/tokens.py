@@ -125,12 +125,16 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(rel_entr(p, q)))
 
 
+def _check_lambda(lam: float) -> None:
+    if not 0 < lam < 1:
+        raise ValueError(f"lambda must be in (0, 1), got {lam}")
+
+
 def estimated_pair(p_counts: np.ndarray, q_counts: np.ndarray, estimator: str = DEFAULT_ESTIMATOR,
                    eps: float = DEFAULT_EPS, lam: float = DEFAULT_LAMBDA) -> tuple[np.ndarray, np.ndarray]:
     """(P, Q): the benchmark's and the corpus's distributions under ``estimator`` (see the module docstring)."""
     if estimator == "interpolated":
-        if not 0 < lam < 1:
-            raise ValueError(f"lambda must be in (0, 1), got {lam}")
+        _check_lambda(lam)
         p, q = _check_counts(p_counts, q_counts, 0.0)
         return _normalise(p, "benchmark"), (1 - lam) * _normalise(q, "corpus") + lam / q.size
     if estimator == "yauney":
@@ -187,8 +191,7 @@ def _bootstrap_interpolated(bench_counts: np.ndarray, corpus: DocCounts, weights
     the final sum differs, by ~1e-14 relative."""
     from scipy import sparse
 
-    if not 0 < lam < 1:
-        raise ValueError(f"lambda must be in (0, 1), got {lam}")
+    _check_lambda(lam)
     p, _ = _check_counts(bench_counts, np.zeros(corpus.dim), 0.0)
     support = np.flatnonzero(p)
     big_p = p[support] / _total(p, "benchmark")
