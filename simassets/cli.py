@@ -35,7 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for path in wh.sweep_tmp():
         print(f"removed a killed writer's temporary file {path}")
     for run_id in liveness.fail_dead_runs(instance):
-        print(f"run {run_id} was left STARTED by a process that no longer exists: marked failed")
+        print(liveness.dead_run_line(run_id))
     try:
         selection = runner.selection_for(args.study, models if args.model else None, args.skip or (), args.experiments)
         if args.study:
@@ -210,7 +210,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
     instance = runner.get_instance()  # writes <home>/dagster_home/dagster.yaml for this machine
     for run_id in liveness.fail_dead_runs(instance):  # e.g. stopped with the last dg dev: they would hold run slots
-        print(f"run {run_id} was left STARTED by a process that no longer exists: marked failed")
+        print(liveness.dead_run_line(run_id))
     changes = runner.sync(instance)
     home = os.environ["DAGSTER_HOME"]
     print(f"Dagster instance {home}: {budget.max_concurrent_runs()} run(s) at once, torch threads per run "

@@ -100,7 +100,7 @@ def _sensor(profile: str, jobs: list) -> dg.SensorDefinition:
                            f"stale in profile {profile}.")
     def _sync(context: dg.SensorEvaluationContext, study: StudyResource) -> dg.SensorResult:
         for run_id in liveness.fail_dead_runs(context.instance):  # their run slots go to the queued runs
-            context.log.warning(f"run {run_id} was left STARTED by a process that no longer exists: marked failed")
+            context.log.warning(liveness.dead_run_line(run_id))
         signature = _signature(context, study)
         if context.cursor == signature:
             return dg.SensorResult(skip_reason=dg.SkipReason("nothing changed since the last tick"), cursor=signature)

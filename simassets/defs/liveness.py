@@ -48,6 +48,11 @@ def run_pid(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int | None:
     return starts[-1].dagster_event.pid if starts and starts[-1].dagster_event else None
 
 
+def dead_run_line(run_id: str) -> str:
+    """What ``simassets run``, ``simassets ui`` and the sync sensor say about a run :func:`fail_dead_runs` failed."""
+    return f"run {run_id} was left STARTED by a process that no longer exists: marked failed"
+
+
 def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark failed the runs left ``STARTED`` (or ``STARTING``) by a process of this machine that no longer exists,
     and give back the pool slots of runs no longer going; returns the failed runs' ids. A UI run still starting has
