@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -137,7 +136,8 @@ def accuracy_figure(scores: pd.DataFrame, path: Path, title: str) -> Path | None
         plt = _pyplot()
         models = sorted(df["model"].unique())
         nb = df.groupby("model").size().max()
-        fig, axes = plt.subplots(1, len(models), figsize=(max(6.0, 0.24 * nb + 2.5) * len(models), 4.4), squeeze=False)
+        fig, axes = plt.subplots(1, len(models), figsize=(max(6.0, 0.24 * nb + 2.5) * len(models), 4.4), squeeze=False,
+                                 layout="constrained")
         for ax, model in zip(axes.flat, models):
             g = df[df["model"] == model].reset_index(drop=True)
             lo, hi = stats.wilson_interval(g["primary"] * g["n"], g["n"])
@@ -170,7 +170,6 @@ def accuracy_figure(scores: pd.DataFrame, path: Path, title: str) -> Path | None
             ax.set_title(f"{model}: {int(above.sum())} of {len(g)} benchmarks above chance", fontsize=10)
             ax.legend(fontsize=MIN_FONT - 1, loc="upper left", frameon=False)
         fig.suptitle(title, fontsize=10)
-        fig.tight_layout()
         _save(fig, out)
 
     return cached_figure(path, key, draw)
@@ -201,15 +200,20 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    """Write ``fig`` as a 256-colour palette PNG (about a third of the RGBA size: light UI metadata)."""
+    """Write ``fig`` as a 256-colour palette PNG (about a third of the RGBA size: light UI metadata).
+
+    The figure is drawn once into its RGBA buffer and quantized from there (no PNG written and read back). Median cut
+    keeps colour maps smooth (the fast octree, 3x quicker, banded the colour bars); PNG's ``optimize`` pass cost a
+    third of the quantizing for 6 % smaller files."""
     from PIL import Image
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)  # laid out by its builder; bbox_inches="tight" would render twice
+    fig.set_dpi(DPI)
+    fig.canvas.draw()  # laid out by its builder; bbox_inches="tight" would render twice
+    rgba = np.asarray(fig.canvas.buffer_rgba())
     _pyplot().close(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    image.save(path, format="PNG", optimize=True)
+    image = Image.fromarray(rgba[..., :3]).quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    image.save(path, format="PNG")
     return path
 
 
@@ -232,7 +236,10 @@ def _panels(n: int, ncols_max: int = 5, size: tuple[float, float] = (3.6, 3.2), 
     plt = _pyplot()
     ncols = max(1, min(n, ncols_max))
     nrows = rows * int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+    # constrained layout is computed within the one draw; tight_layout measured every text in an extra pass (the
+    # study figures took 1.4x as long)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
+                             layout="constrained")
     return fig, axes
 
 
@@ -295,7 +302,6 @@ def scatter_figures(data: StudyData, corr: pd.DataFrame, out: Path) -> list[Path
                 ax.axis("off")
             sep = ": " if len(corpora) > 1 else ":\n"  # one panel is too narrow for the title on one line
             fig.suptitle(f"study {data.spec.name}{sep}{score} vs {measure} across benchmarks", fontsize=10)
-            fig.tight_layout()
             paths.append(_save(fig, out / f"scatter_{safe_name(score)}_{safe_name(str(measure))}.png"))
     return paths
 
@@ -319,7 +325,7 @@ def agreement_figures(agree: pd.DataFrame, out: Path, study: str) -> list[Path]:
         r = g.pivot(index="measure_a", columns="measure_b", values="r")
         n = g.pivot(index="measure_a", columns="measure_b", values="n")
         k = len(r)
-        fig, ax = plt.subplots(figsize=(1.2 + 0.75 * k, 0.9 + 0.65 * k))
+        fig, ax = plt.subplots(figsize=(1.2 + 0.75 * k, 0.9 + 0.65 * k), layout="constrained")
         im = ax.imshow(r.to_numpy(float), cmap=diverging_cmap(), vmin=-1, vmax=1)
         ax.set_xticks(range(k), r.columns, rotation=45, ha="right", fontsize=MIN_FONT)
         ax.set_yticks(range(k), r.index, fontsize=MIN_FONT)
@@ -341,7 +347,6 @@ def agreement_figures(agree: pd.DataFrame, out: Path, study: str) -> list[Path]:
             f"over (corpus, benchmark) pairs, n ≤ {int(n.to_numpy().max())}",
             fontsize=9,
         )
-        fig.tight_layout()
         paths.append(_save(fig, out / (f"agreement_{safe_name(model)}.png" if model else "agreement.png")))
     return paths
 
@@ -378,12 +383,12 @@ def example_figures(data: StudyData, pe: pd.DataFrame, out: Path) -> list[Path]:
             rows = pe[(pe["model"] == model) & (pe["measure"] == measure) & (pe["corpus"] == corpus)]
             au = rows["auroc"].dropna()
             top.set_title(
-                f"{_title(corpus)}: median AUROC {au.median():.2f} over {len(au)} benchmarks"
+                f"{_title(corpus)}\nmedian AUROC {au.median():.2f} over {len(au)} benchmarks"  # 2 lines: one overran
                 if len(au)
-                else f"{_title(corpus)}: AUROC undefined",
+                else f"{_title(corpus)}\nAUROC undefined",
                 fontsize=MIN_FONT,
             )
-            top.set_xlabel("similarity, z within benchmark (right = more similar)", fontsize=MIN_FONT)
+            top.set_xlabel("similarity, z within benchmark\n(right = more similar)", fontsize=MIN_FONT)
             top.legend(fontsize=MIN_FONT)
             acc = rows[[f"acc_q{q}" for q in range(1, 5)]].mean()
             bottom.bar(range(1, 5), acc.to_numpy(float), color="tab:blue", alpha=0.8)
@@ -395,7 +400,6 @@ def example_figures(data: StudyData, pe: pd.DataFrame, out: Path) -> list[Path]:
         fig.suptitle(
             f"study {data.spec.name}: {measure} of correctly vs incorrectly answered examples ({model})", fontsize=10
         )
-        fig.tight_layout()
         paths.append(_save(fig, out / f"examples_{safe_name(model)}_{safe_name(str(measure))}.png"))
     return paths
 
