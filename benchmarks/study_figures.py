@@ -100,8 +100,9 @@ def main() -> None:
             totals[mode][1], totals[mode][2] = files, size
             print(f"{mode:6s} {seconds:6.2f} s  {files} figures  {size / 1e3:,.0f} kB", flush=True)
     b, n = totals["before"], totals["now"]
-    print(f"studies {', '.join(args.studies)}: {n[1]} figures; before {b[0]:.2f} s, now {n[0]:.2f} s over {args.repeat} "
-          f"round(s): {b[0] / n[0]:.2f}x faster; {b[2] / 1e3:,.0f} kB before, {n[2] / 1e3:,.0f} kB now")
+    print(f"studies {', '.join(args.studies)}: {n[1]} figures; before {b[0]:.2f} s, now {n[0]:.2f} s "
+          f"over {args.repeat} round(s): {b[0] / n[0]:.2f}x faster; "
+          f"{b[2] / 1e3:,.0f} kB before, {n[2] / 1e3:,.0f} kB now")
 
 
 if __name__ == "__main__":
