@@ -5,6 +5,11 @@ Run: ``.venv/bin/python benchmarks/task2vec.py [--device cpu|cuda] [--repeats 2]
 Texts: C4 documents from the data root. Each parameter set is warmed up with one batch, then timed
 over ``--repeats`` distinct batches (the default ``Task2VecParams`` otherwise: 8 texts x 128 tokens).
 Prints the probe load time, the embedding size, seconds per batch (mean and best) and peak memory.
+
+``--compare`` (with ``parameters=all``) embeds every timed batch twice, alternating: through autograd's weight
+gradients (``exact_weight_gradients=True``, the reference) and through the Fisher rows formed from each layer's
+input and output gradient (the default); it prints both times, the ratio, and the largest relative difference of
+any embedding coordinate and the Task2Vec distance between the two embeddings.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ def main() -> None:
     ap.add_argument("--parameters", nargs="+", default=["last_block", "lm_head", "all"], choices=t2v.PARAMETER_SETS)
     ap.add_argument("--fisher", default="montecarlo", choices=t2v.FISHER_KINDS)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--compare", action="store_true", help="parameters=all: the autograd reference side by side")
     args = ap.parse_args()
 
     import torch
@@ -83,6 +89,9 @@ def main() -> None:
     texts = c4_texts(base.batch_size * 64)
     print(f"probe {source} on {args.device} loaded in {load_s:.1f} s; torch threads {torch.get_num_threads()}; "
           f"batch {base.batch_size} texts x {base.seq_len} tokens, fisher={args.fisher}")
+    if args.compare:
+        compare(model, tok, base, texts, args.repeats, args.device)
+        return
     for which in args.parameters:
         params = replace(base, parameters=which)
         batches = [t2v.draw_batch(texts, params.batch_size, params.seed, b) for b in range(args.repeats + 1)]
@@ -99,6 +108,38 @@ def main() -> None:
         print(f"parameters={which:<10} dim={emb.size:>7,} ({emb.nbytes / 1e6:.2f} MB)  "
               f"s/batch mean {sum(times) / len(times):.2f}  best {min(times):.2f}  "
               f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB", flush=True)
+
+
+def compare(model, tok, base, texts: list[str], repeats: int, device: str) -> None:
+    """parameters=all through autograd's weight gradients and through the Fisher rows, batch by batch."""
+    import numpy as np
+    import torch
+
+    params = replace(base, parameters="all")
+    batches = [t2v.draw_batch(texts, params.batch_size, params.seed, b) for b in range(repeats + 1)]
+    t2v.batch_embedding(model, tok, batches[0], params, 0)  # warm-up
+    seconds = {"autograd": 0.0, "rows": 0.0}
+    worst_rel, worst_dist = 0.0, 0.0
+    for b, batch in enumerate(batches[1:], 1):
+        ids, mask = t2v.tokenize_batch(tok, batch, params.seq_len)
+        out = {}
+        for mode in (("autograd", "rows") if b % 2 else ("rows", "autograd")):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            out[mode] = t2v.fisher_embedding(model, ids, mask, params, b, exact_weight_gradients=mode == "autograd")
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            seconds[mode] += time.perf_counter() - t
+        ref, new = out["autograd"].astype(np.float64), out["rows"].astype(np.float64)
+        rel = float((np.abs(new - ref) / np.maximum(np.abs(ref), np.finfo(np.float32).tiny)).max())
+        worst_rel, worst_dist = max(worst_rel, rel), max(worst_dist, t2v.task2vec_distance(ref, new))
+        print(f"batch {b}: autograd {seconds['autograd']:.2f} s, rows {seconds['rows']:.2f} s so far; "
+              f"largest relative difference {rel:.2e}", flush=True)
+    print(f"parameters=all, {repeats} batches of {params.batch_size} x {params.seq_len} tokens: autograd "
+          f"{seconds['autograd'] / repeats:.2f} s/batch, rows {seconds['rows'] / repeats:.2f} s/batch: "
+          f"{seconds['autograd'] / seconds['rows']:.2f}x; largest relative difference {worst_rel:.2e}, "
+          f"largest Task2Vec distance between the two {worst_dist:.1e}")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,48 @@ def test_padding_is_masked_and_seeds_are_deterministic(lm, c4):
     assert 0 < t2v.task2vec_distance(base, other) and t2v.task2vec_distance(base, base) == 0.0
 
 
+@pytest.mark.parametrize("fisher,per_pass", [("montecarlo", 1), ("empirical", 1), ("montecarlo", 3)])
+def test_fisher_rows_equal_the_autograd_weight_gradients(lm, c4, fisher, per_pass):
+    """parameters=all forms the linear layers' and the tied embedding's rows from their inputs and output gradients;
+    the autograd reference squares every weight gradient. Padded passes, one or several sequences each."""
+    model, tok = lm
+    params = t2v.Task2VecParams(parameters="all", fisher=fisher, seq_len=24, batch_size=4, fisher_batch_size=per_pass)
+    ids, mask = t2v.tokenize_batch(tok, [c4[0], "Short text here.", c4[1][:60], c4[2]], params.seq_len)
+    assert mask.sum(1).min() < mask.shape[1]
+    got = t2v.fisher_embedding(model, ids, mask, params, batch_seed=5)
+    want = t2v.fisher_embedding(model, ids, mask, params, batch_seed=5, exact_weight_gradients=True)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-9 * want.max())
+    vocab = model.config.vocab_size  # the tied matrix comes first: its rows off the batch's tokens are the head's
+    assert (got[:vocab] > 0).all() and not np.array_equal(got, want)  # really the other path, not a copy
+    assert t2v.task2vec_distance(got, want) < 1e-9
+    assert all(p.requires_grad for p in model.parameters())
+    assert not any(m._forward_hooks for m in model.modules())  # the hooks are gone
+
+
+def test_an_embedding_subclass_takes_the_autograd_path(lm, c4):
+    """A scaled embedding (as Gemma's) is not a plain lookup: its rows go through autograd, the same numbers."""
+    import torch.nn as nn
+
+    model, tok = lm
+
+    class Scaled(nn.Embedding):
+        pass
+
+    plain = model.get_input_embeddings()
+    scaled = Scaled(plain.num_embeddings, plain.embedding_dim, padding_idx=plain.padding_idx)
+    scaled.weight = plain.weight  # the same (tied) matrix
+    params = t2v.Task2VecParams(parameters="all", seq_len=16, batch_size=2)
+    ids, mask = t2v.tokenize_batch(tok, c4[:2], params.seq_len)
+    model.set_input_embeddings(scaled)
+    try:
+        got = t2v.fisher_embedding(model, ids, mask, params, batch_seed=1)
+        want = t2v.fisher_embedding(model, ids, mask, params, batch_seed=1, exact_weight_gradients=True)
+    finally:
+        model.set_input_embeddings(plain)
+    assert np.array_equal(got, want)
+    assert not any(m._forward_hooks for m in model.modules())
+
+
 def test_head_finetune_restores_the_model(lm, c4):
     model, tok = lm
     head = model.get_output_embeddings().weight.detach().clone()

@@ -212,14 +212,34 @@ def _finetune_head(model: Any, micro: list[tuple[Any, Any]], params: Task2VecPar
 
 
 def fisher_embedding(model: Any, input_ids: Any, attention_mask: Any, params: Task2VecParams,
-                     batch_seed: int) -> np.ndarray:
-    """Filter-wise diagonal Fisher of the selected weights on one right-padded batch of token ids."""
+                     batch_seed: int, exact_weight_gradients: bool = False) -> np.ndarray:
+    """Filter-wise diagonal Fisher of the selected weights on one right-padded batch of token ids.
+
+    With ``parameters="all"`` the rows of the linear layers and of a plain ``nn.Embedding`` (tied to the head or
+    not) come from :class:`_RowFisher`, which forms no weight gradient; ``exact_weight_gradients`` forms every
+    weight gradient with autograd instead (the reference that the tests and ``benchmarks/task2vec.py`` compare
+    with). A model :class:`_RowFisher` cannot handle falls back to the reference."""
+    if params.parameters == "all" and not exact_weight_gradients:
+        try:
+            return _fisher(model, input_ids, attention_mask, params, batch_seed, rows=True)
+        except _Unsupported:
+            pass
+    return _fisher(model, input_ids, attention_mask, params, batch_seed, rows=False)
+
+
+class _Unsupported(Exception):
+    """The model has a selected weight whose Fisher rows :class:`_RowFisher` cannot form."""
+
+
+def _fisher(model: Any, input_ids: Any, attention_mask: Any, params: Task2VecParams, batch_seed: int,
+            rows: bool) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
     device = next(model.parameters()).device
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     weights = _selected_weights(model, params.parameters)
+    position = {id(w): i for i, w in enumerate(weights)}
     head = model.get_output_embeddings()
     flags = [(p, p.requires_grad) for p in model.parameters()]
     saved_head = head.weight.detach().clone() if params.head_finetune_epochs else None
@@ -229,6 +249,7 @@ def fisher_embedding(model: Any, input_ids: Any, attention_mask: Any, params: Ta
              for s in range(0, n, params.fisher_batch_size)]
     gen = _generator(device, params, batch_seed)
     acc = [torch.zeros(int(w.shape[0]), dtype=torch.float32, device=device) for w in weights]
+    row_fisher = None
     used = 0
     try:
         model.eval()  # no dropout: the embedding is a deterministic function of (batch, seed)
@@ -238,7 +259,9 @@ def fisher_embedding(model: Any, input_ids: Any, attention_mask: Any, params: Ta
             head.weight.requires_grad_(True)
             _finetune_head(model, micro, params)
             head.weight.requires_grad_(False)
-        for w in weights:
+        row_fisher = _RowFisher.attach(model, weights, acc) if rows else None
+        by_autograd = row_fisher.autograd_weights if row_fisher else weights
+        for w in by_autograd:
             w.requires_grad_(True)
         for ids, mask in micro:
             width = int(mask.sum(dim=1).max())  # drop the all-padding columns of this pass
@@ -246,17 +269,25 @@ def fisher_embedding(model: Any, input_ids: Any, attention_mask: Any, params: Ta
             keep = _predicted(mask)
             if not keep.any():
                 continue
+            if row_fisher:
+                row_fisher.start(ids)
             logits = _head_logits(model, ids, mask, head_only=params.parameters == "lm_head")[:, :-1][keep]
             if params.fisher == "montecarlo":
                 targets = _sample(logits.detach(), gen)
             else:
                 targets = ids[:, 1:][keep]
-            grads = torch.autograd.grad(F.cross_entropy(logits, targets), weights, allow_unused=True)
-            for a, g in zip(acc, grads):
+            inputs = [*by_autograd, row_fisher.embedded] if row_fisher else by_autograd
+            # the row hooks add their layers' rows while autograd passes them
+            grads = torch.autograd.grad(F.cross_entropy(logits, targets), inputs, allow_unused=True)
+            for w, g in zip(by_autograd, grads):
                 if g is not None:
-                    a += g.float().pow(2).reshape(g.shape[0], -1).mean(dim=1)
+                    acc[position[id(w)]] += g.float().pow(2).reshape(g.shape[0], -1).mean(dim=1)
+            if row_fisher:
+                row_fisher.finish()
             used += 1
     finally:
+        if row_fisher:
+            row_fisher.remove()
         for p, flag in flags:
             p.requires_grad_(flag)
         if saved_head is not None:
@@ -266,6 +297,115 @@ def fisher_embedding(model: Any, input_ids: Any, attention_mask: Any, params: Ta
     if used == 0:
         raise ValueError("Task2Vec batch has no predicted token (every text is shorter than 2 tokens)")
     return torch.cat(acc).div_(used).cpu().numpy()
+
+
+def _square_row_sums(x: Any, d: Any) -> Any:
+    """``sum_k (sum_t d[t, r] x[t, k])^2`` for every row ``r`` of a linear layer's weight gradient ``d^T x``.
+
+    With T positions, K inputs and R outputs, forming ``d^T x`` costs T R K; the Gram form ``d_r^T (x x^T) d_r``
+    costs T^2 (K + R) -- 2.3-3.3x fewer for SmolLM2's layers at 128 tokens. The cheaper form is taken."""
+    t, k = x.shape
+    r = d.shape[1]
+    if t * (k + r) < r * k:
+        return ((x @ x.T) @ d).mul_(d).sum(dim=0)
+    return (d.T @ x).pow_(2).sum(dim=1)
+
+
+class _RowFisher:
+    """The filter-wise Fisher rows of the linear layers and the input embedding, without their weight gradients.
+
+    A linear layer's gradient is ``d^T x`` (d: the gradient at its output, x: its input, one row per position of
+    the pass); only the mean of its squares per output row is kept, and :func:`_square_row_sums` gets that from
+    ``d`` and ``x`` directly. The embedding matrix (every vocabulary row, through the tied head; the rows of the
+    pass's tokens, through the input) is handled the same way. Forward hooks keep each layer's input and hook its
+    output's gradient; autograd then forms no weight gradient for these layers (the input gradients it needs
+    anyway are all that is computed). The other selected weights (norms, a weight shared by two modules) keep
+    autograd; a model with an embedding subclass, or a linear layer called twice in one pass, goes to the
+    reference path. On SmolLM2-135M this is 1.5x faster per batch; rows agree with the autograd path to a few 1e-6
+    (relative)."""
+
+    def __init__(self, model: Any, weights: list, acc: list) -> None:
+        self.acc, self.position = acc, {id(w): i for i, w in enumerate(weights)}
+        self.handles: list = []
+        self.calls: dict[int, int] = {}
+        self.emb, self.head = model.get_input_embeddings(), model.get_output_embeddings()
+        self.tied = self.head.weight is self.emb.weight
+        self.embedded = None
+        self.state: dict[str, Any] = {}
+
+    @classmethod
+    def attach(cls, model: Any, weights: list, acc: list) -> _RowFisher:
+        import torch.nn as nn
+
+        self = cls(model, weights, acc)
+        if type(self.emb) is not nn.Embedding or id(self.emb.weight) not in self.position:
+            raise _Unsupported(f"input embedding {type(self.emb).__name__}")  # e.g. Gemma's scaled embedding
+        owners: dict[int, list] = {}
+        for module in model.modules():
+            for name, p in module.named_parameters(recurse=False):
+                owners.setdefault(id(p), []).append((module, name))
+        self.linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m is not self.head
+                        and id(m.weight) in self.position and len(owners[id(m.weight)]) == 1]
+        handled = {id(m.weight) for m in self.linears} | {id(self.emb.weight)}
+        self.autograd_weights = [w for w in weights if id(w) not in handled]
+        for m in self.linears:
+            self.handles.append(m.register_forward_hook(self._linear))
+        self.handles.append(self.emb.register_forward_hook(self._embedding))
+        if self.tied:
+            self.handles.append(self.head.register_forward_hook(self._head))
+        return self
+
+    def start(self, ids: Any) -> None:
+        self.ids, self.calls, self.state = ids, {}, {}
+
+    def _linear(self, module: Any, inputs: tuple, out: Any) -> None:
+        self.calls[id(module)] = self.calls.get(id(module), 0) + 1
+        if self.calls[id(module)] > 1 or not out.requires_grad:
+            raise _Unsupported(f"{type(module).__name__} called twice in one pass, or off the embedding's graph")
+        x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
+        index, k = self.position[id(module.weight)], x.shape[1]
+
+        def add(grad: Any) -> None:
+            self.acc[index] += _square_row_sums(x, grad.reshape(-1, grad.shape[-1]).float()).div_(k)
+
+        out.register_hook(add)
+
+    def _embedding(self, module: Any, inputs: tuple, out: Any) -> Any:
+        out = out.detach().requires_grad_(True)  # the graph starts here: the embedding's gradient is formed below
+        self.embedded = out
+        out.register_hook(lambda g: self.state.__setitem__("d_embedded", g))
+        return out
+
+    def _head(self, module: Any, inputs: tuple, out: Any) -> None:
+        self.state["hidden"] = inputs[0].detach()
+        out.register_hook(lambda g: self.state.__setitem__("d_logits", g))
+
+    def finish(self) -> None:
+        """The embedding matrix's rows for this pass: the head's part over every row, the input's on its tokens."""
+        import torch
+
+        d_in = self.state["d_embedded"].reshape(-1, self.emb.weight.shape[1]).float()
+        uniq, inv = torch.unique(self.ids.reshape(-1), return_inverse=True)
+        from_input = torch.zeros(len(uniq), d_in.shape[1], dtype=d_in.dtype, device=d_in.device).index_add_(
+            0, inv, d_in)
+        k = d_in.shape[1]
+        if self.tied:
+            a = self.state["d_logits"].reshape(-1, self.state["d_logits"].shape[-1]).float()
+            h = self.state["hidden"].reshape(-1, k).float()
+            scored = a.abs().sum(dim=1) > 0  # positions the loss reads; the others add exact zeros
+            a, h = a[scored], h[scored]
+            rows = _square_row_sums(h, a)
+            rows[uniq] = (a[:, uniq].T @ h + from_input).pow_(2).sum(dim=1)  # both parts, summed before squaring
+        else:
+            rows = torch.zeros(self.emb.weight.shape[0], dtype=d_in.dtype, device=d_in.device)
+            rows[uniq] = from_input.pow(2).sum(dim=1)
+        self.acc[self.position[id(self.emb.weight)]] += rows.div_(k)
+        self.state = {}
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
 
 
 def tokenize_batch(tokenizer: Any, texts: Sequence[str], seq_len: int) -> tuple[Any, Any]:
