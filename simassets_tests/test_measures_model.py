@@ -11,6 +11,8 @@ from simassets.core.measures.model import (
     _bos_prefix,
     aggregate_perplexity,
     perplexity_from_loglik,
+    perplexity_interval,
+    perplexity_rows,
     sequence_nll,
 )
 from simassets.core.testing import make_tiny_causal_lm
@@ -100,3 +102,52 @@ def test_perplexity_helpers_on_hand_values():
         aggregate_perplexity([1.0, 2.0], [1])
     with pytest.raises(ValueError, match="undefined"):
         aggregate_perplexity([0.0], [0])
+
+
+def test_perplexity_interval_brackets_covers_and_degenerates():
+    """The BCa interval of the token-weighted perplexity: it holds the estimate, is seeded, narrows as the sample
+    grows, covers the population value about 95 % of the time, and is absent where there is no spread."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = rng.integers(20, 200, size=30)
+    nll = n * rng.gamma(9.0, 1 / 3.0, size=30)  # per-token NLL around 3 nats, varying by example
+    value = aggregate_perplexity(nll.tolist(), n.tolist()).token_weighted
+    low, high = perplexity_interval(nll, n, 500, seed=1)
+    assert low < value < high
+    assert (low, high) == perplexity_interval(nll, n, 500, seed=1)
+    assert (low, high) != perplexity_interval(nll, n, 500, seed=2)
+    big = perplexity_interval(np.tile(nll, 4), np.tile(n, 4), 500, seed=1)
+    assert 0.35 < (big[1] - big[0]) / (high - low) < 0.65  # about 1 / sqrt(4)
+
+    truth = math.exp(3.0)  # E[nll] / E[n] with the per-token NLL independent of the length
+    hits = 0
+    for rep in range(300):
+        n = rng.integers(20, 200, size=25)
+        nll = n * rng.gamma(9.0, 1 / 3.0, size=25)
+        lo, hi = perplexity_interval(nll, n, 300, seed=rep)
+        hits += lo <= truth <= hi
+    assert 0.88 <= hits / 300 <= 0.99
+
+    assert perplexity_interval([3.0], [2], 200, 0) == (None, None)  # one unit: no spread to resample
+    assert perplexity_interval([2.0, 4.0, 0.0], [1, 2, 0], 200, 0) == (None, None)  # equal per-token NLL
+    assert perplexity_interval([2.0, 5.0], [1, 2], 0, 0) == (None, None)  # no resamples asked
+
+
+def test_perplexity_rows_carry_intervals_when_asked():
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    ids = [f"e{i}" for i in range(12)]
+    results = pd.DataFrame({"example_id": ids, "gold_n_tokens": rng.integers(1, 6, 12),
+                            "input_n_tokens": rng.integers(5, 40, 12)})
+    results["gold_loglik"] = -results["gold_n_tokens"] * rng.uniform(0.5, 4, 12)
+    results["input_nll"] = results["input_n_tokens"] * rng.uniform(1, 5, 12)
+    bench = pd.DataFrame({"example_id": ids})
+    _, plain = perplexity_rows(bench, results)
+    assert plain[["ci_low", "ci_high"]].isna().all().all()
+    _, ds = perplexity_rows(bench, results, n_boot=200, seed=0)
+    assert list(ds["measure"]) == ["input_perplexity", "target_perplexity"]
+    assert ((ds["ci_low"] < ds["value"]) & (ds["value"] < ds["ci_high"])).all()
+    assert ds["value"].tolist() == plain["value"].tolist()  # the estimate itself does not move

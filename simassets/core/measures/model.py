@@ -177,6 +177,34 @@ def aggregate_perplexity(nll_sums: Sequence[float], n_tokens: Sequence[int]) -> 
     )
 
 
+def perplexity_interval(nll_sums: Sequence[float], n_tokens: Sequence[int], n_boot: int, seed: int,
+                        level: float = 0.95) -> tuple[float | None, float | None]:
+    """BCa bootstrap interval of the token-weighted perplexity ``exp(sum nll / sum n)``, resampling the examples
+    (or documents) with their token counts (``scipy.stats.bootstrap``, paired). ``(None, None)`` with fewer than 2
+    scored units or when every unit has the same per-token NLL (no sampling spread to show)."""
+    import numpy as np
+    from scipy import stats
+
+    pairs = [(float(s), int(n)) for s, n in zip(nll_sums, n_tokens) if int(n) > 0]
+    if len(pairs) < 2 or n_boot < 1:
+        return None, None
+    nll, n = (np.array(v, dtype=np.float64) for v in zip(*pairs))
+    if np.ptp(nll / n) == 0:
+        return None, None
+
+    def statistic(a, b, axis=-1):
+        return np.exp(a.sum(axis=axis) / b.sum(axis=axis))
+
+    res = stats.bootstrap((nll, n), statistic, paired=True, vectorized=True, n_resamples=n_boot,
+                          confidence_level=level, method="BCa", random_state=np.random.default_rng(seed))
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (np.isfinite(low) and np.isfinite(high)):  # BCa degenerates on a near-constant sample: percentile then
+        res = stats.bootstrap((nll, n), statistic, paired=True, vectorized=True, n_resamples=n_boot,
+                              confidence_level=level, method="percentile", random_state=np.random.default_rng(seed))
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return low, high
+
+
 # ------------------------------------------------------------------ registered measures
 # corpus perplexity: documents scored per corpus and the tokens kept of each (a seeded prefix of the sample)
 # full: 100 documents, not 200 -- half the passes (1.98x measured, benchmarks/corpus_perplexity.py); the values
@@ -185,28 +213,30 @@ CORPUS_PPL = {"quick": (20, 256), "full": (100, 1024)}  # quick: ~5k tokens per 
 register(MeasureSpec(
     name="input_perplexity", range=(1.0, math.inf), family="model", levels=("example", "dataset"), direction=-1, needs_model=True,
     description="Perplexity of the rendered benchmark input under the model: its tokens as lm-eval encodes the context, each after the first predicted from its prefix, read from the evaluation's own forward pass (no extra pass); the dataset value is token-weighted.",
-    formula="exp(sum_i nll_i / sum_i n_i) over input tokens 2..n", params={"source": "example_results.input_nll", "bos": "only where lm-eval adds it (e.g. Gemma)"},
+    formula="exp(sum_i nll_i / sum_i n_i) over input tokens 2..n", params={"source": "example_results.input_nll", "bos": "only where lm-eval adds it (e.g. Gemma)", "interval": "95% BCa bootstrap over examples"},
 ))
 register(MeasureSpec(
     name="target_perplexity", range=(1.0, math.inf), family="model", levels=("example", "dataset"), direction=-1, needs_model=True,
     description="Perplexity of the gold continuation given the input, from the evaluation's own log-likelihoods (no extra forward pass); token-weighted at dataset level.",
-    formula="exp(-sum_i loglik_gold_i / sum_i n_gold_i)", params={"source": "example_results.gold_loglik"},
+    formula="exp(-sum_i loglik_gold_i / sum_i n_gold_i)", params={"source": "example_results.gold_loglik", "interval": "95% BCa bootstrap over examples"},
 ))
 register(MeasureSpec(
     name="corpus_perplexity", range=(1.0, math.inf), family="model", levels=("dataset",), direction=-1, needs_model=True,
     description="How in-distribution a corpus sample is for a model: token-weighted perplexity of (a seeded prefix of) its documents, each truncated.",
-    formula="exp(sum_d nll_d / sum_d n_d)", params={p: f"{d} docs x {t} tokens" for p, (d, t) in CORPUS_PPL.items()},
+    formula="exp(sum_d nll_d / sum_d n_d)", params={**{p: f"{d} docs x {t} tokens" for p, (d, t) in CORPUS_PPL.items()}, "interval": "95% BCa bootstrap over documents"},
 ))
 
 
 # ------------------------------------------------------------------ the family's assets
 N_BOOT = {"quick": 200, "full": 1000}
+PPL_CI_METHOD = "95% BCa bootstrap over examples (scipy.stats.bootstrap, paired nll and token counts)"
 
 
-def perplexity_rows(bench, results):
+def perplexity_rows(bench, results, n_boot: int = 0, seed: int = 0):
     """Input and target perplexity per example and per benchmark, both from the evaluation's stored
     log-likelihoods (``example_results``): no forward pass of its own. Input perplexity covers the input's
-    tokens after the first (lm-eval's encoding of the context); target perplexity the gold continuation."""
+    tokens after the first (lm-eval's encoding of the context); target perplexity the gold continuation. The
+    benchmark rows carry a BCa interval over examples (:func:`perplexity_interval`) when ``n_boot`` > 0."""
     import numpy as np
     import pandas as pd
 
@@ -227,9 +257,13 @@ def perplexity_rows(bench, results):
     has_input = n_in > 0
     agg_in = aggregate_perplexity(s_in[has_input].tolist(), n_in[has_input].tolist()) if has_input.any() else None
     agg_t = aggregate_perplexity((-merged["gold_loglik"]).tolist(), merged["gold_n_tokens"].tolist())
+    ci_in = perplexity_interval(s_in[has_input], n_in[has_input], n_boot, seed) if agg_in else (None, None)
+    ci_t = perplexity_interval(-merged["gold_loglik"].to_numpy(), merged["gold_n_tokens"].to_numpy(), n_boot, seed)
     dataset = pd.DataFrame(  # no input row when no example has an input token to score
-        ([{"measure": "input_perplexity", "value": agg_in.token_weighted, "n": agg_in.n_examples}] if agg_in else [])
-        + [{"measure": "target_perplexity", "value": agg_t.token_weighted, "n": agg_t.n_examples}])
+        ([{"measure": "input_perplexity", "value": agg_in.token_weighted, "ci_low": ci_in[0], "ci_high": ci_in[1],
+           "n": agg_in.n_examples}] if agg_in else [])
+        + [{"measure": "target_perplexity", "value": agg_t.token_weighted, "ci_low": ci_t[0], "ci_high": ci_t[1],
+            "n": agg_t.n_examples}])
     return examples, dataset
 
 
@@ -279,11 +313,12 @@ def _model_similarity(call):
     if "input_nll" not in results or results["input_nll"].isna().all():
         raise ValueError(f"example_results[{model_id}, {bench_name}] has no input NLL (stored by an older version): "
                          "re-materialize benchmark_evaluation for this partition")
-    ex, ds = perplexity_rows(bench, results)
+    ex, ds = perplexity_rows(bench, results, N_BOOT[call.profile], scope.seed)
     eval_params = json.loads(results["params"].iloc[0])
     ppl_params = canonical_json({"model": model_id, "model_fingerprint": loaded.fingerprint,
                                  "max_length": eval_params.get("max_length"), "dtype": eval_params.get("dtype"),
                                  "dataset_level": "token-weighted exp(sum nll / sum tokens)",
+                                 "ci_method": PPL_CI_METHOD, "n_boot": N_BOOT[call.profile], "seed": scope.seed,
                                  "input_source": "example_results.input_nll (the evaluation's forward pass)",
                                  "target_source": "example_results.gold_loglik (no extra forward pass)"})
     ex, ds = ex.assign(corpus="", params=ppl_params), ds.assign(corpus="", params=ppl_params)
@@ -330,11 +365,15 @@ def _corpus_perplexity(call):
     nll = sequence_nll(loaded.model, loaded.tokenizer, docs["text"].tolist(), max_length=max_length,
                        batch_size=call.scope.spec.eval_batch_size)
     agg = aggregate_perplexity([r.nll_sum for r in nll], [r.n_tokens for r in nll])
+    n_boot, seed = N_BOOT[call.profile], call.scope.seed
+    low, high = perplexity_interval([r.nll_sum for r in nll], [r.n_tokens for r in nll], n_boot, seed)
     params = canonical_json({"model": call.keys["model"], "model_fingerprint": loaded.fingerprint, "docs": len(docs),
                              "max_length": max_length, "truncated_docs": sum(r.truncated for r in nll),
-                             "mean_of_document_perplexities": agg.mean_of_examples})
+                             "mean_of_document_perplexities": agg.mean_of_examples,
+                             "ci_method": PPL_CI_METHOD.replace("examples", "documents"), "n_boot": n_boot,
+                             "seed": seed})
     row = pd.DataFrame([{"benchmark": "", "measure": "corpus_perplexity", "value": agg.token_weighted,
-                         "ci_low": None, "ci_high": None, "n": len(docs), "warning": None, "params": params}])
+                         "ci_low": low, "ci_high": high, "n": len(docs), "warning": None, "params": params}])
     return Output({DATASET_SIMILARITY: row},
                   metadata={"perplexity": agg.token_weighted, "docs": len(docs), "tokens": agg.n_tokens})
 
@@ -352,14 +391,14 @@ def _families():
                     "against every corpus sample under the model's tokenizer.",
         writes=(EXAMPLE_SIMILARITY, DATASET_SIMILARITY), inputs=_model_similarity_inputs, compute=_model_similarity,
         upstream=(Upstream("benchmark_evaluation"), Upstream("corpus_documents", "all")), kinds=("pytorch", "parquet"),
-        pool="model", code_version="2", retries=2,
+        pool="model", code_version="3", retries=2,  # 3: BCa intervals on the benchmark-level perplexities
         storage_keys=lambda keys: {**keys, "asset": "model_similarity"}))
     perplexity = register_family(Computation(
         name="corpus_perplexity", group="similarity", partitioning="model_x_corpus",
         description="How in-distribution a corpus sample is for a model: token-weighted perplexity of (a seeded "
                     "prefix of) the sample's documents, each truncated to a fixed number of tokens.",
         writes=(DATASET_SIMILARITY,), inputs=_corpus_perplexity_inputs, compute=_corpus_perplexity,
-        upstream=(Upstream("corpus_documents"),), kinds=("pytorch", "parquet"), pool="model", code_version="2",
+        upstream=(Upstream("corpus_documents"),), kinds=("pytorch", "parquet"), pool="model", code_version="3",
         retries=2, storage_keys=lambda keys: {**keys, "asset": "corpus_perplexity"}))
     return similarity, perplexity
 
