@@ -9,12 +9,19 @@ long contexts added) in a fresh process and prints its peak resident memory. ``-
 own request construction, the tokens the full profile's evaluation forwards with each scorer, and projects its time
 per model from the tokens/s measured here. ``--bf16`` adds the bfloat16 parity check of earlier sessions.
 
+lm-eval's ``HFLM`` runs the model as ``transformers`` does; ``simassets-hf`` runs it as the project loads it, its
+linear layers through oneDNN where that is faster on this CPU (:mod:`simassets.core.kernels`). ``--kernel-noise`` runs
+``HFLM`` a second time on the oneDNN model, to separate what the kernels alone move from the scorer's own difference.
+``--fp64 LIMIT`` checks exactness without fp32 rounding: a float64 copy of the model, scored by ``simassets-hf`` and by
+``HFLM`` at two batch sizes.
+
     .venv/bin/python benchmarks/evaluation.py [--model smollm2-135m-instruct] [--limit 100] [--memory gemma-3-270m]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import resource
@@ -24,6 +31,7 @@ import time
 from simassets.core import budget, paths
 from simassets.core.catalog import load_catalog
 from simassets.core.evaluation import evaluate_benchmark, make_lm
+from simassets.core.kernels import plain_linears
 from simassets.core.models import clear_model_cache, load_causal_lm, load_registry
 
 BENCHMARKS = ("arc_easy", "hellaswag", "piqa", "winogrande", "mmlu_high_school_biology", "xcopa_sw")
@@ -50,10 +58,14 @@ def compare(args) -> None:
     torch.set_num_threads(budget.cores())
     catalog, spec = load_catalog(), load_registry()[args.model]
     loaded = load_causal_lm(spec)
+    # lm-eval's HFLM runs the model as transformers does (torch's own GEMM); simassets-hf runs it as the project
+    # loads it, its linear layers through oneDNN where that is faster here (simassets.core.kernels)
+    baseline = dataclasses.replace(loaded, model=plain_linears(copy.deepcopy(loaded.model)), linear_backend="aten")
+    print(f"simassets-hf linear layers: {loaded.linear_backend}; lm-eval HFLM: torch's own", flush=True)
     rows, tot = [], {"plain_s": 0.0, "shared_s": 0.0, "plain_tok": 0, "shared_tok": 0, "n": 0, "same": True, "dmax": 0.0}
     for name in args.benchmarks:
         bench = catalog.benchmarks[name]
-        base = plain_lm(loaded, args.batch_size, args.max_length)
+        base = plain_lm(baseline, args.batch_size, args.max_length)
         t0 = time.perf_counter()
         a = evaluate_benchmark(base, bench, paths.data_root(), args.limit, args.seed, input_nll=args.input_nll)
         plain_s = time.perf_counter() - t0
@@ -76,6 +88,25 @@ def compare(args) -> None:
         same = [e.chosen for e in a.examples] == [e.chosen for e in b.examples] and \
             [e.correct for e in a.examples] == [e.correct for e in b.examples]
         dmax = max(abs(x - y) for ea, eb in zip(a.examples, b.examples) for x, y in zip(ea.choice_logliks, eb.choice_logliks))
+        if args.kernel_noise and loaded.linear_backend != "aten":
+            # lm-eval's HFLM once more, on the model as simassets-hf runs it: what the kernels alone move, and the
+            # scorer's own difference from lm-eval at equal kernels
+            t0 = time.perf_counter()
+            c = evaluate_benchmark(plain_lm(loaded, args.batch_size, args.max_length), bench, paths.data_root(),
+                                   args.limit, args.seed, input_nll=args.input_nll)
+            same_s = time.perf_counter() - t0
+
+            def delta(u, v):
+                return max(abs(x - y) for eu, ev in zip(u.examples, v.examples)
+                           for x, y in zip(eu.choice_logliks, ev.choice_logliks))
+
+            kernel_same = [e.chosen for e in a.examples] == [e.chosen for e in c.examples]
+            print(f"{'':26s} lm-eval HFLM on {loaded.linear_backend}: {same_s:6.1f}s; against lm-eval on torch's GEMM "
+                  f"max |dll| {delta(a, c):.1e} (answers {'identical' if kernel_same else 'DIFFER'}); simassets-hf "
+                  f"against it {delta(b, c):.1e}, {same_s / shared_s:4.2f}x faster", flush=True)
+            tot["kernel_d"] = max(tot.get("kernel_d", 0.0), delta(a, c))
+            tot["scorer_d"] = max(tot.get("scorer_d", 0.0), delta(b, c))
+            tot["same_s"] = tot.get("same_s", 0.0) + same_s
         n = a.score.n
         rows.append((name, n, plain_tok, plain_s, shared_tok, shared_s, same, dmax, a.score.acc))
         for k, v in (("plain_s", plain_s), ("shared_s", shared_s), ("plain_tok", plain_tok), ("shared_tok", shared_tok), ("n", n)):
@@ -92,6 +123,10 @@ def compare(args) -> None:
           f"{tot['plain_s'] / tot['shared_s']:.2f}x faster, {tot['plain_tok'] / tot['shared_tok']:.2f}x fewer tokens; "
           f"(the prefix tree holds {sum(tot['distinct']):,} distinct tokens, the fewest an exact scorer can run); "
           f"answers {'identical' if tot['same'] else 'DIFFER'}; max |delta loglik| {tot['dmax']:.1e}")
+    if "kernel_d" in tot:
+        print(f"kernels: lm-eval HFLM on {loaded.linear_backend} against lm-eval on torch's GEMM: max |delta loglik| "
+              f"{tot['kernel_d']:.1e}; simassets-hf against lm-eval on {loaded.linear_backend}: {tot['scorer_d']:.1e}, "
+              f"{tot['same_s'] / tot['shared_s']:.2f}x faster ({tot['same_s']:.1f}s against {tot['shared_s']:.1f}s)")
     print(json.dumps({"speedup": tot["plain_s"] / tot["shared_s"], "shared_tokens_per_s": tot["shared_tok"] / tot["shared_s"],
                       "plain_tokens_per_s": tot["plain_tok"] / tot["plain_s"], "identical": tot["same"]}))
 
@@ -178,7 +213,14 @@ def main() -> None:
     ap.add_argument("--project", action="append", metavar="MODEL", help="project the full profile's time for MODEL")
     ap.add_argument("--speed", action="append", default=[], metavar="MODEL=TOK_S", help="tok/s for --project")
     ap.add_argument("--bf16", action="store_true", help="also the bfloat16 parity check (answers changed)")
+    ap.add_argument("--kernel-noise", action="store_true",
+                    help="also lm-eval's HFLM on the model with simassets-hf's kernels: what the kernels alone move")
+    ap.add_argument("--fp64", type=int, metavar="LIMIT",
+                    help="only the exactness check in float64 on LIMIT examples per benchmark (no kernel noise)")
     args = ap.parse_args()
+    if args.fp64:
+        fp64_check(args)
+        return
     if args.memory and not args.project:
         memory(args)
         return
@@ -188,6 +230,37 @@ def main() -> None:
     compare(args)
     if args.bf16:
         bf16_check(args)
+
+
+def fp64_check(args) -> None:
+    """The scorer's exactness without fp32 rounding: a float64 copy of the model, scored by simassets-hf and by
+    lm-eval's HFLM at batch 8 and at batch 1 (lm-eval's own batch-size spread is the yardstick)."""
+    import torch
+
+    torch.set_num_threads(budget.cores())
+    catalog, spec = load_catalog(), load_registry()[args.model]
+    loaded = load_causal_lm(spec)
+    m64 = plain_linears(copy.deepcopy(loaded.model)).double()
+    l64 = dataclasses.replace(loaded, model=m64, linear_backend="aten")
+    worst, spread, same_all = 0.0, 0.0, True
+    for name in args.benchmarks:
+        bench = catalog.benchmarks[name]
+        runs = [evaluate_benchmark(lm, bench, paths.data_root(), args.fp64, args.seed)
+                for lm in (plain_lm(l64, args.batch_size, args.max_length), plain_lm(l64, 1, args.max_length),
+                           make_lm(m64, loaded.tokenizer, batch_size=args.batch_size, max_length=args.max_length))]
+
+        def delta(u, v):
+            return max(abs(x - y) for eu, ev in zip(u.examples, v.examples)
+                       for x, y in zip(eu.choice_logliks, ev.choice_logliks))
+
+        d, d_lm = delta(runs[2], runs[0]), delta(runs[1], runs[0])
+        same = [e.chosen for e in runs[0].examples] == [e.chosen for e in runs[2].examples]
+        worst, spread, same_all = max(worst, d), max(spread, d_lm), same_all and same
+        print(f"{name:26s} n={runs[0].score.n:4d}  float64: simassets-hf against lm-eval (batch {args.batch_size}) "
+              f"max |dll| {d:.1e}; lm-eval batch 1 against batch {args.batch_size} {d_lm:.1e}; answers "
+              f"{'identical' if same else 'DIFFER'}", flush=True)
+    print(f"float64 ({args.fp64} examples per benchmark): simassets-hf against lm-eval max |delta loglik| {worst:.1e}; "
+          f"lm-eval against itself at another batch size {spread:.1e}; answers {'identical' if same_all else 'DIFFER'}")
 
 
 def bf16_check(args) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-
 import hashlib
 import json
 import shutil
@@ -276,7 +276,12 @@ def test_load_local_model(tiny_model_dir):
     assert lm.n_params == sum(p.numel() for p in lm.model.parameters()) > 0
     ids = lm.tokenizer("Hello world").input_ids
     ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    assert torch.equal(_logits(lm.model, ids), _logits(ref, ids))
+    # the same weights; where the loader routed the linear layers through oneDNN (simassets.core.kernels) the
+    # products round differently, and undoing that gives the plain model's logits bit for bit
+    torch.testing.assert_close(_logits(lm.model, ids), _logits(ref, ids), rtol=1e-5, atol=1e-6)
+    from simassets.core.kernels import plain_linears
+
+    assert torch.equal(_logits(plain_linears(copy.deepcopy(lm.model)), ids), _logits(ref, ids))
     # memoized per (spec, device); clear_model_cache forgets
     assert m.load_causal_lm(spec) is lm
     assert m.load_causal_lm(ModelSpec(id="tiny", kind="local", path=str(tiny_model_dir))) is lm

@@ -114,6 +114,9 @@ def _load_model(location: str, is_local: bool, device: str, max_seq_length: int 
     if max_seq_length is not None:
         model.max_seq_length = int(max_seq_length)
     model.eval()
+    from simassets.core.kernels import fast_linears
+
+    fast_linears(model)  # BERT's linear layers through oneDNN where that is faster (see simassets.core.kernels)
     return model
 
 

@@ -527,6 +527,7 @@ class LoadedModel:
     load_seconds: float
     from_cache: bool
     n_params: int
+    linear_backend: str = "aten"  # "onednn" where simassets.core.kernels routes its linear layers (CPU, fp32)
 
 
 _LOADED: dict[tuple[ModelSpec, str], LoadedModel] = {}
@@ -586,8 +587,12 @@ def _load(spec: ModelSpec, device: str) -> LoadedModel:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device)
     model.eval()
+    from simassets.core.kernels import fast_linears
+
+    backend = fast_linears(model)
     n_params = sum(p.numel() for p in model.parameters())
-    return LoadedModel(spec, model, tokenizer, weights.fingerprint, time.perf_counter() - start, from_cache, n_params)
+    return LoadedModel(spec, model, tokenizer, weights.fingerprint, time.perf_counter() - start, from_cache, n_params,
+                       backend)
 
 
 def load_causal_lm(spec: ModelSpec, device: str | None = None) -> LoadedModel:

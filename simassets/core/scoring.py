@@ -193,7 +193,8 @@ class _Head:
 
         logps, argmax = [], []
         for s in range(0, hidden.shape[0], HEAD_CHUNK):
-            logits = self.head(hidden[s:s + HEAD_CHUNK]).float()
+            logits = self.head(hidden[s:s + HEAD_CHUNK])
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 up; a float64 model stays
             if self.softcap:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
             # lm-eval's own log_softmax: (logit - logsumexp) rounds differently, 1e-3 over a 125-token answer
@@ -309,6 +310,7 @@ def score(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[int]]], m
             torch.set_num_threads(before)
     else:
         results = [run(job) for job in jobs]
+    sum_dtype = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
     logp: dict[tuple[int, int], float] = {}  # (item, position) -> log p(x[position + 1])
     hit: dict[tuple[int, int], bool] = {}
     for (_, _, reads), (lps, ams) in zip(jobs, results, strict=True):
@@ -322,7 +324,7 @@ def score(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[int]]], m
         nll = None
         if context_nll and it.ctx_whole and it.n_ctx >= 2:
             nll = (-sum(logp[(it.index, t)] for t in it.context_positions()), it.n_ctx - 1)
-        # summed as lm-eval sums them (a float32 tensor), so long continuations round the same way
-        loglik = float(torch.tensor([logp[(it.index, t)] for t in scored], dtype=torch.float32).sum())
+        # summed as lm-eval sums them (a tensor of the log-probabilities' dtype), so long continuations round alike
+        loglik = float(torch.tensor([logp[(it.index, t)] for t in scored], dtype=sum_dtype).sum())
         out_.append(Scored(loglik, all(hit[(it.index, t)] for t in scored), nll))
     return out_

@@ -53,7 +53,7 @@ def _evaluate(call: Call) -> Output:
         raise ValueError(f"{bench}: evaluated examples {sorted(got - expected)[:5]} / missing "
                          f"{sorted(expected - got)[:5]} differ from benchmark_examples; re-materialize benchmark_examples")
     params = canonical_json({**result.params, "dtype": spec.dtype, "model_kind": spec.kind,
-                             "device": str(loaded.model.device)})
+                             "device": str(loaded.model.device), "linear": loaded.linear_backend})
     ex = pd.DataFrame([{
         "example_id": e.example_id, "correct": e.correct, "correct_norm": e.correct_norm, "gold_loglik": e.gold_loglik,
         "gold_n_tokens": e.gold_n_tokens, "chosen": e.chosen, "chosen_loglik": e.chosen_loglik,
