@@ -184,6 +184,11 @@ def _worker_init(threads: int, parent: int) -> None:
     os.environ["SIMASSETS_TORCH_THREADS"] = str(threads)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
     _WORKER["instance"] = get_instance()
+    repository()  # the definitions load now, while the main process plans, not in the first piece's time
+
+
+def _started() -> int:
+    return os.getpid()
 
 
 def _worker_run(work: planning.Work) -> RunReport:
@@ -199,8 +204,10 @@ def _cost(work: planning.Work) -> tuple[int, int]:
 def execute(profile: str, selection: planning.Selection, instance: dg.DagsterInstance, workers: int = 1,
             progress: Callable[[str], None] = print, study=None) -> RunReport:
     """Materialize what ``selection`` keeps of ``profile``: each unit's stale partitions as runs of its job (split
-    into ``workers`` pieces where that helps), started as soon as the units it needs are done, in this process
-    or a pool of ``workers`` processes."""
+    into ``workers`` pieces where that helps), ready as soon as the units it needs are done and started, largest
+    first, when a worker is free, in this process or a pool of ``workers`` processes."""
+    import heapq
+    import itertools
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures import CancelledError
@@ -208,10 +215,6 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
 
     from simassets.defs.resources import StudyResource
 
-    repository()  # the code location (and every computation) is loaded before planning
-    study = study or StudyResource()
-    report, start, done_runs = RunReport(), time.perf_counter(), 0
-    all_units = planning.units(selection)
     pool = None
     threads_env = os.environ.get("SIMASSETS_TORCH_THREADS")
 
@@ -219,13 +222,26 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
                                    initargs=(max(1, budget.cores() // workers), os.getpid()))
 
-    losses: dict[str, int] = {}  # piece label -> times its worker was lost
     if workers > 1:
         pool = new_pool()
+        for _ in range(workers):  # every worker starts now and imports while this process loads and plans
+            pool.submit(_started)
     else:
         os.environ.setdefault("SIMASSETS_TORCH_THREADS", str(budget.cores()))
+    try:
+        repository()  # the code location (and every computation) is loaded before planning
+        all_units = planning.units(selection)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    study = study or StudyResource()
+    report, start, done_runs = RunReport(), time.perf_counter(), 0
+    losses: dict[str, int] = {}  # piece label -> times its worker was lost
     finished: set[int] = set()
-    running: dict[int, int] = {}  # unit -> runs in flight
+    running: dict[int, int] = {}  # unit -> runs ready or in flight
+    ready: list[tuple[tuple[int, int], int, int, planning.Work]] = []  # a heap: (priority, order, unit, piece)
+    order = itertools.count()
     in_flight: dict[Future, tuple[int, planning.Work]] = {}
 
     def start_ready() -> None:
@@ -248,7 +264,17 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
                 continue
             running[i] = len(pieces)
             for piece in pieces:
-                submit(i, piece)
+                heapq.heappush(ready, (_cost(piece), next(order), i, piece))
+        dispatch()
+
+    def dispatch() -> None:
+        """Start the ready pieces, model work and larger pieces first, while a worker is free. Held here rather than
+        queued in the pool, so pieces of a unit that became ready later still go before smaller ones queued
+        earlier: the last pieces before a unit that waits for several (contamination gain, the studies) are the
+        small ones, and both workers reach it together."""
+        while ready and (pool is None or len(in_flight) < workers):
+            _, _, i, piece = heapq.heappop(ready)
+            submit(i, piece)
 
     def submit(i: int, piece: planning.Work) -> None:
         future: Future = Future()

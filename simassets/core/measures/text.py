@@ -102,9 +102,11 @@ def _inputs(scope: Scope, keys) -> dict:
 
 
 def _cost(scope: Scope, keys) -> float:
-    """Relative work of a pair, in about seconds on the quick profile: ~1 s whatever the benchmark (gzip pairs,
-    bootstrap, and the unit's other per-pair measures), plus the index lookups, ~1 s per 25k characters."""
-    return 1.0 + benchmark_chars(scope, keys["benchmark"]) / 25_000
+    """Relative work of a pair, in about seconds on the quick profile: 0.12 s whatever the benchmark, plus ~1 s per
+    48.6k characters of it (gzip pairs, bootstrap, index lookups). Least squares over the 195 pairs' measured
+    seconds of a quick run (r^2 0.77); the earlier 1 + chars / 25k predates the faster bootstrap and weighed the
+    fixed part 4x too much, so the two parallel runs of the unit took 41 s and 55 s."""
+    return 0.12 + benchmark_chars(scope, keys["benchmark"]) / 48_600
 
 
 def _compute(call: Call) -> Output:
