@@ -195,10 +195,20 @@ def _worker_run(work: planning.Work) -> RunReport:
     return run_work(work, _WORKER["instance"])
 
 
-def _cost(work: planning.Work) -> tuple[int, int]:
-    """Model work first, then the larger pieces: parallel workers finish a wave together."""
+def _dependents(all_units: list[planning.Unit]) -> list[int]:
+    """Per unit, how many units wait for it, directly or through others."""
+    below: list[set[int]] = [set() for _ in all_units]
+    for i in reversed(range(len(all_units))):  # units come in an order where each follows the units it needs
+        for j in all_units[i].needs:
+            below[j] |= {i} | below[i]
+    return [len(b) for b in below]
+
+
+def _cost(work: planning.Work, dependents: int = 0) -> tuple[int, int, int]:
+    """The order ready pieces start in: first those of units that more units wait for (a unit nothing waits for,
+    such as corpus perplexity, fills the gaps the others leave), then model work, then the larger pieces."""
     model = any(factory.COMPUTATIONS[a].pool == "model" for a in work.assets)
-    return (0 if model else 1, -work.size * len(work.assets))
+    return (-dependents, 0 if model else 1, -work.size * len(work.assets))
 
 
 def execute(profile: str, selection: planning.Selection, instance: dg.DagsterInstance, workers: int = 1,
@@ -231,6 +241,7 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
     try:
         repository()  # the code location (and every computation) is loaded before planning
         all_units = planning.units(selection)
+        dependents = _dependents(all_units)
     except BaseException:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -240,7 +251,7 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
     losses: dict[str, int] = {}  # piece label -> times its worker was lost
     finished: set[int] = set()
     running: dict[int, int] = {}  # unit -> runs ready or in flight
-    ready: list[tuple[tuple[int, int], int, int, planning.Work]] = []  # a heap: (priority, order, unit, piece)
+    ready: list[tuple[tuple[int, int, int], int, int, planning.Work]] = []  # a heap: (priority, order, unit, piece)
     order = itertools.count()
     in_flight: dict[Future, tuple[int, planning.Work]] = {}
 
@@ -264,14 +275,14 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
                 continue
             running[i] = len(pieces)
             for piece in pieces:
-                heapq.heappush(ready, (_cost(piece), next(order), i, piece))
+                heapq.heappush(ready, (_cost(piece, dependents[i]), next(order), i, piece))
         dispatch()
 
     def dispatch() -> None:
-        """Start the ready pieces, model work and larger pieces first, while a worker is free. Held here rather than
-        queued in the pool, so pieces of a unit that became ready later still go before smaller ones queued
-        earlier: the last pieces before a unit that waits for several (contamination gain, the studies) are the
-        small ones, and both workers reach it together."""
+        """Start ready pieces in :func:`_cost`'s order while a worker is free. Held here rather than queued in the
+        pool, so a piece that became ready later can still go first: the corpus unit (everything waits for it)
+        before the benchmark unit, then corpus perplexity (nothing waits for it) while the benchmark unit
+        finishes, the small pieces last before a unit that waits for several."""
         while ready and (pool is None or len(in_flight) < workers):
             _, _, i, piece = heapq.heappop(ready)
             submit(i, piece)
@@ -321,8 +332,8 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
                     part = lost(piece, f"{type(exc).__name__}: {exc}")
                 done_runs += 1
                 report.add(part)
-                progress(f"[run {done_runs}] {piece.label}: {len(part.computed)} computed, {len(part.skipped)} skipped, "
-                         f"{len(part.failed)} failed ({part.seconds:.1f}s)")
+                progress(f"[run {done_runs}] {piece.label}: {len(part.computed)} computed, "
+                         f"{len(part.skipped)} skipped, {len(part.failed)} failed ({part.seconds:.1f}s)")
                 for label, error in part.failed[:3]:
                     progress(f"    FAILED {label}: {error}")
                 running[i] -= 1

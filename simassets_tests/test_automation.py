@@ -449,6 +449,29 @@ def test_the_runner_starts_the_evaluation_without_waiting_for_the_corpus_x_bench
             assert evaluation is gain and len(evaluation.names) == 3
 
 
+def test_ready_pieces_start_with_the_units_most_others_wait_for():
+    """The corpus unit (every later unit reads it) starts before the benchmark unit, the evaluation before the
+    corpus x benchmark measures, and corpus perplexity (nothing waits for it) last, as a filler."""
+    runner.repository()
+    units = planning.units(planning.Selection())
+    where = {name: i for i, u in enumerate(units) for name in u.names}
+    dependents = runner._dependents(units)
+    independent = {where["corpus_documents"], where["benchmark_examples"], where["measure_registry"]}
+    assert dependents[where["corpus_documents"]] == len(set(range(len(units))) - independent)  # all the others
+    assert dependents[where["corpus_documents"]] > dependents[where["benchmark_examples"]] > 0
+    assert dependents[where["corpus_perplexity"]] == dependents[where["correlations"]] == 0
+
+    def piece(asset: str, size: int) -> tuple:
+        unit = units[where[asset]]
+        work = planning.Work("quick", unit.partitioning, unit.names, (("x", tuple(map(str, range(size)))),))
+        return runner._cost(work, dependents[where[asset]])
+
+    order = sorted(["corpus_documents", "benchmark_examples", "benchmark_evaluation", "text_similarity",
+                    "corpus_perplexity"], key=lambda a: piece(a, 1 if a == "corpus_documents" else 20))
+    assert order == ["corpus_documents", "benchmark_examples", "benchmark_evaluation", "text_similarity",
+                     "corpus_perplexity"]
+
+
 def test_a_ui_run_whose_process_is_gone_is_failed_at_the_next_tick_and_gives_back_its_slots(tiny_study):
     """A UI run whose process died (dg dev stopped mid-run, the OOM killer) stays STARTED: the local run launcher
     has no health check for Dagster's run monitoring. It would hold a run-queue slot and its pool slot forever, and
