@@ -37,6 +37,12 @@ from simassets.core.models import clear_model_cache, load_causal_lm, load_regist
 BENCHMARKS = ("arc_easy", "hellaswag", "piqa", "winogrande", "mmlu_high_school_biology", "xcopa_sw")
 
 
+def max_loglik_delta(a, b) -> float:
+    """The largest difference between two evaluations' log-likelihoods of the same choices."""
+    return max(abs(x - y) for ea, eb in zip(a.examples, b.examples)
+               for x, y in zip(ea.choice_logliks, eb.choice_logliks))
+
+
 def plain_lm(loaded, batch_size: int, max_length: int):
     """lm-eval's own ``HFLM`` (the baseline), counting the padded tokens it forwards."""
     from lm_eval.models.huggingface import HFLM
@@ -87,7 +93,7 @@ def compare(args) -> None:
         plain_tok, shared_tok = type(base).padded, sum(s.padded for s in stats)  # what each really ran, padding too
         same = [e.chosen for e in a.examples] == [e.chosen for e in b.examples] and \
             [e.correct for e in a.examples] == [e.correct for e in b.examples]
-        dmax = max(abs(x - y) for ea, eb in zip(a.examples, b.examples) for x, y in zip(ea.choice_logliks, eb.choice_logliks))
+        dmax = max_loglik_delta(a, b)
         if args.kernel_noise and loaded.linear_backend != "aten":
             # lm-eval's HFLM once more, on the model as simassets-hf runs it: what the kernels alone move, and the
             # scorer's own difference from lm-eval at equal kernels
@@ -95,17 +101,13 @@ def compare(args) -> None:
             c = evaluate_benchmark(plain_lm(loaded, args.batch_size, args.max_length), bench, paths.data_root(),
                                    args.limit, args.seed, input_nll=args.input_nll)
             same_s = time.perf_counter() - t0
-
-            def delta(u, v):
-                return max(abs(x - y) for eu, ev in zip(u.examples, v.examples)
-                           for x, y in zip(eu.choice_logliks, ev.choice_logliks))
-
+            kernel_d, scorer_d = max_loglik_delta(a, c), max_loglik_delta(b, c)
             kernel_same = [e.chosen for e in a.examples] == [e.chosen for e in c.examples]
             print(f"{'':26s} lm-eval HFLM on {loaded.linear_backend}: {same_s:6.1f}s; against lm-eval on torch's GEMM "
-                  f"max |dll| {delta(a, c):.1e} (answers {'identical' if kernel_same else 'DIFFER'}); simassets-hf "
-                  f"against it {delta(b, c):.1e}, {same_s / shared_s:4.2f}x faster", flush=True)
-            tot["kernel_d"] = max(tot.get("kernel_d", 0.0), delta(a, c))
-            tot["scorer_d"] = max(tot.get("scorer_d", 0.0), delta(b, c))
+                  f"max |dll| {kernel_d:.1e} (answers {'identical' if kernel_same else 'DIFFER'}); simassets-hf "
+                  f"against it {scorer_d:.1e}, {same_s / shared_s:4.2f}x faster", flush=True)
+            tot["kernel_d"] = max(tot.get("kernel_d", 0.0), kernel_d)
+            tot["scorer_d"] = max(tot.get("scorer_d", 0.0), scorer_d)
             tot["same_s"] = tot.get("same_s", 0.0) + same_s
         n = a.score.n
         rows.append((name, n, plain_tok, plain_s, shared_tok, shared_s, same, dmax, a.score.acc))
@@ -248,12 +250,7 @@ def fp64_check(args) -> None:
         runs = [evaluate_benchmark(lm, bench, paths.data_root(), args.fp64, args.seed)
                 for lm in (plain_lm(l64, args.batch_size, args.max_length), plain_lm(l64, 1, args.max_length),
                            make_lm(m64, loaded.tokenizer, batch_size=args.batch_size, max_length=args.max_length))]
-
-        def delta(u, v):
-            return max(abs(x - y) for eu, ev in zip(u.examples, v.examples)
-                       for x, y in zip(eu.choice_logliks, ev.choice_logliks))
-
-        d, d_lm = delta(runs[2], runs[0]), delta(runs[1], runs[0])
+        d, d_lm = max_loglik_delta(runs[2], runs[0]), max_loglik_delta(runs[1], runs[0])
         same = [e.chosen for e in runs[0].examples] == [e.chosen for e in runs[2].examples]
         worst, spread, same_all = max(worst, d), max(spread, d_lm), same_all and same
         print(f"{name:26s} n={runs[0].score.n:4d}  float64: simassets-hf against lm-eval (batch {args.batch_size}) "
