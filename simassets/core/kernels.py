@@ -21,14 +21,16 @@ import time
 import types
 from typing import Any
 
+import torch  # imported only by the model loaders, which load torch anyway
+import torch.nn as nn
+import torch.nn.functional as F
+
 BACKENDS = ("onednn", "aten")
 MIN_GAIN = 1.25  # oneDNN must beat torch's GEMM by this much to be used: no flapping between near-equal kernels
 _CHOSEN: list[str] = []
 
 
 def _pointwise(x: Any, weight: Any, bias: Any) -> Any:
-    import torch
-
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
@@ -44,8 +46,6 @@ def cpu_linear_backend() -> str:
     """``onednn`` or ``aten``: the setting, else the faster of the two on this CPU (timed once per process)."""
     if _CHOSEN:
         return _CHOSEN[0]
-    import torch
-
     setting = os.environ.get("SIMASSETS_CPU_LINEAR", "auto").strip().lower() or "auto"
     if setting not in (*BACKENDS, "auto"):
         raise ValueError(f"SIMASSETS_CPU_LINEAR must be one of onednn, aten, auto; got {setting!r}")
@@ -61,48 +61,34 @@ def cpu_linear_backend() -> str:
             x, w = torch.randn(256, 576), torch.randn(1536, 576)  # a SmolLM2 MLP product of a 256-token row
             aten, onednn = 0.0, 0.0
             for _ in range(3):  # alternating, so a burst of load hits both
-                aten += _time(lambda: torch.nn.functional.linear(x, w), 4)
+                aten += _time(lambda: F.linear(x, w), 4)
                 onednn += _time(lambda: _pointwise(x, w, None), 4)
         choice = "onednn" if aten >= MIN_GAIN * onednn else "aten"
     _CHOSEN[:] = [choice]
     return choice
 
 
-class _OneDNNLinear:
+class _OneDNNLinear(torch.autograd.Function):
     """``y = x W^T + b`` through oneDNN, differentiable: the input gradient is ``g W`` (oneDNN with ``W^T`` as the
     weight), the weight gradient ``g^T x`` (oneDNN with ``x^T``)."""
 
-    _fn = None
+    @staticmethod
+    def forward(ctx, x2, w, b):
+        ctx.save_for_backward(x2, w)
+        ctx.has_bias = b is not None
+        return _pointwise(x2, w, b)
 
-    @classmethod
-    def apply(cls, x: Any, weight: Any, bias: Any) -> Any:
-        if cls._fn is None:
-            import torch
-
-            class Fn(torch.autograd.Function):
-                @staticmethod
-                def forward(ctx, x2, w, b):
-                    ctx.save_for_backward(x2, w)
-                    ctx.has_bias = b is not None
-                    return _pointwise(x2, w, b)
-
-                @staticmethod
-                def backward(ctx, g):
-                    x2, w = ctx.saved_tensors
-                    g = g.contiguous()
-                    gx = _pointwise(g, w.t(), None) if ctx.needs_input_grad[0] else None
-                    gw = _pointwise(g.t(), x2.t(), None) if ctx.needs_input_grad[1] else None
-                    gb = g.sum(dim=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-                    return gx, gw, gb
-
-            cls._fn = Fn
-        return cls._fn.apply(x, weight, bias)
+    @staticmethod
+    def backward(ctx, g):
+        x2, w = ctx.saved_tensors
+        g = g.contiguous()
+        gx = _pointwise(g, w.t(), None) if ctx.needs_input_grad[0] else None
+        gw = _pointwise(g.t(), x2.t(), None) if ctx.needs_input_grad[1] else None
+        gb = g.sum(dim=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
 
 
 def _forward(self: Any, x: Any) -> Any:
-    import torch
-    import torch.nn.functional as F
-
     w = self.weight
     if w.device.type != "cpu" or w.dtype != torch.float32 or x.dtype != torch.float32:
         return F.linear(x, w, self.bias)
@@ -120,9 +106,6 @@ def _forward(self: Any, x: Any) -> Any:
 def fast_linears(model: Any) -> str:
     """Route every fp32 ``nn.Linear`` of ``model`` on CPU through oneDNN when :func:`cpu_linear_backend` chose it;
     returns the backend in use (recorded in the rows' parameters)."""
-    import torch
-    import torch.nn as nn
-
     params = list(model.parameters())
     if not params or params[0].device.type != "cpu":
         return "aten"
