@@ -195,13 +195,13 @@ def perplexity_interval(nll_sums: Sequence[float], n_tokens: Sequence[int], n_bo
     def statistic(a, b, axis=-1):
         return np.exp(a.sum(axis=axis) / b.sum(axis=axis))
 
-    res = stats.bootstrap((nll, n), statistic, paired=True, vectorized=True, n_resamples=n_boot,
-                          confidence_level=level, method="BCa", random_state=np.random.default_rng(seed))
-    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if not (np.isfinite(low) and np.isfinite(high)):  # BCa degenerates on a near-constant sample: percentile then
-        res = stats.bootstrap((nll, n), statistic, paired=True, vectorized=True, n_resamples=n_boot,
-                              confidence_level=level, method="percentile", random_state=np.random.default_rng(seed))
-        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    for method in ("BCa", "percentile"):  # BCa degenerates on a near-constant sample: percentile then
+        ci = stats.bootstrap((nll, n), statistic, paired=True, vectorized=True, n_resamples=n_boot,
+                             confidence_level=level, method=method,
+                             random_state=np.random.default_rng(seed)).confidence_interval
+        low, high = float(ci.low), float(ci.high)
+        if np.isfinite(low) and np.isfinite(high):
+            break
     return low, high
 
 
