@@ -214,8 +214,8 @@ def _cost(work: planning.Work, dependents: int = 0) -> tuple[int, int, int]:
 def execute(profile: str, selection: planning.Selection, instance: dg.DagsterInstance, workers: int = 1,
             progress: Callable[[str], None] = print, study=None) -> RunReport:
     """Materialize what ``selection`` keeps of ``profile``: each unit's stale partitions as runs of its job (split
-    into ``workers`` pieces where that helps), ready as soon as the units it needs are done and started, largest
-    first, when a worker is free, in this process or a pool of ``workers`` processes."""
+    into ``workers`` pieces where that helps), ready as soon as the units it needs are done and started in
+    :func:`_cost`'s order when a worker is free, in this process or a pool of ``workers`` processes."""
     import heapq
     import itertools
     import multiprocessing
@@ -267,7 +267,7 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
                                       "an upstream partition is not materialized"))
             report.failed.extend((error.split(":", 1)[0], error) for error in plan.errors)
             report.skipped.extend(_label(a, factory.partition_key(pdef, k)) for k in plan.fresh for a in unit.names)
-            pieces = sorted([p for w in plan.work for p in w.split(workers, planning.weight_of(w, scope))], key=_cost)
+            pieces = [p for w in plan.work for p in w.split(workers, planning.weight_of(w, scope))]
             progress(f"{'+'.join(unit.names)}: " + (f"{len(plan.fresh)} partition(s) unchanged" if plan.fresh else "")
                      + (", " if plan.fresh and pieces else "") + (f"{len(pieces)} run(s)" if pieces else ""))
             if not pieces:
