@@ -13,6 +13,7 @@ import pytest
 from simassets.core.corpus_index import (CorpusIndex, IndexError_, build_index, contamination_gain, index_text,
                                          shuffled_words)
 from simassets.core.measures.contamination import contamination_rows, gain_rows
+from simassets.core.measures.overlap import normalize_words
 from simassets.core.paths import data_root
 
 DOCS = [("d1", "The cat sat on the mat."), ("d2", "A dog ran far away, said the cat."), ("d3", "the cat ran")]
@@ -71,6 +72,45 @@ def test_has_match_agrees_with_the_matching_statistics(index):
     calls = []
     memo._find = lambda words: calls.append(words) or {"cnt": 0}  # asked again: every answer comes from the memo
     assert memo.match_lengths(words).tolist() == lengths.tolist() and not calls
+
+
+def test_has_match_probes_answer_exactly_with_fewer_lookups(tmp_path):
+    """has_match's probe spans never change an answer: on texts spliced from corpus runs and random words, for every
+    window length and probe length it equals max(matching statistics) >= n; on word-shuffled text it asks far fewer
+    lookups than there are windows."""
+    rng = np.random.default_rng(3)
+    vocab = [f"w{i}" for i in range(12)]
+    docs = [(f"d{i}", " ".join(rng.choice(vocab, size=int(rng.integers(5, 60))))) for i in range(40)]
+    build_index(docs, tmp_path / "idx")
+    corpus_words = " ".join(t for _, t in docs).split()
+    texts = []
+    for _ in range(60):  # runs copied from the corpus (matches of every length) between random words (zz in none)
+        parts = []
+        for _ in range(int(rng.integers(1, 4))):
+            start, run = int(rng.integers(0, len(corpus_words) - 30)), int(rng.integers(0, 30))
+            parts += corpus_words[start:start + run] + list(rng.choice(vocab + ["zz"], size=int(rng.integers(0, 4))))
+        texts.append(parts)
+    texts += [["zz"], ["zz", "zz", "w1"], []]
+    reference = CorpusIndex(tmp_path / "idx")
+    lengths = [reference.match_lengths(words) for words in texts]
+    assert {int(L.max(initial=0)) for L in lengths} >= {0, 3, 10, 20}
+    for probe in (1, 2, 4, 6):
+        probing = CorpusIndex(tmp_path / "idx")
+        probing.PROBE = probe
+        for words, L in zip(texts, lengths):
+            for n in range(1, 16):
+                assert probing.has_match(words, n) == (L.max(initial=0) >= n), (probe, n, words)
+    # word-shuffled English against an index of English: the 4-word probes fail, the windows are never asked
+    text = ("the committee met on tuesday to decide whether the new road should pass north of the river or south of "
+            "the old mill and after a long debate the members agreed to ask the town for more time ") * 3
+    english = CorpusIndex(build_index([("e", text)], tmp_path / "english") and tmp_path / "english", memo=False)
+    asked = []
+    find = english._find
+    english._find = lambda words: asked.append(words) or find(words)
+    shuffled = shuffled_words(text, 7)
+    assert not english.has_match(shuffled, 13) and english.has_match(normalize_words(text), 13)
+    windows = len(shuffled) - 13 + 1
+    assert len(asked) < windows / 4, (len(asked), windows)
 
 
 def test_rows_per_example_and_per_benchmark(index):
