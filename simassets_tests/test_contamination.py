@@ -13,7 +13,6 @@ import pytest
 from simassets.core.corpus_index import (CorpusIndex, IndexError_, build_index, contamination_gain, index_text,
                                          shuffled_words)
 from simassets.core.measures.contamination import contamination_rows, gain_rows
-from simassets.core.measures.overlap import normalize_words
 from simassets.core.paths import data_root
 
 DOCS = [("d1", "The cat sat on the mat."), ("d2", "A dog ran far away, said the cat."), ("d3", "the cat ran")]
@@ -49,68 +48,47 @@ def test_longest_match_counts_and_evidence(index):
     assert (empty.n_words, empty.longest, empty.evidence_doc_id) == (0, 0, None)
 
 
-def test_has_match_agrees_with_the_matching_statistics(index):
-    """The negative control's shortcut (one lookup per n-word window) answers max(L) >= n exactly, for every n;
-    an engine with infini-gram's page prefetching, and one that asks every lookup anew (no memo), return the same
-    lengths; the memo answers the repeated sequences and starts over at its limit."""
-    prefetching = CorpusIndex(index.folder, prefetch=True, memo=False)
-    fresh = CorpusIndex(index.folder)
-    fresh.MEMO_LIMIT = 5
+def test_suffix_search_equals_the_lookups(index):
+    """The in-memory suffix search gives the matching statistics that infini-gram's find lookups give, one text at
+    a time or many together, with the engine's page prefetching on or off."""
+    prefetching = CorpusIndex(index.folder, prefetch=True)
     texts = ["The cat ran far away!", "cat sat on the mat today", "a dog ran far away said the cat ran", "", "zebra",
-             "the cat ran far away"]
-    for text in texts:
-        words = text.lower().replace("!", "").split()
-        lengths = index.match_lengths(words)
-        assert prefetching.match_lengths(words).tolist() == lengths.tolist()
-        assert fresh.match_lengths(words).tolist() == lengths.tolist() and len(fresh._memo) <= 5
-        for n in range(1, 10):
-            assert index.has_match(words, n) == (lengths.max(initial=0) >= n), (text, n)
-    assert prefetching._memo is None and len(index._memo) > 5  # the shared index kept every sequence it was asked
-    memo, words = CorpusIndex(index.folder), "the cat ran far away".split()
-    lengths = memo.match_lengths(words)
-    assert lengths.tolist() == [3, 2, 3, 2, 1]
-    calls = []
-    memo._find = lambda words: calls.append(words) or {"cnt": 0}  # asked again: every answer comes from the memo
-    assert memo.match_lengths(words).tolist() == lengths.tolist() and not calls
+             "the cat ran far away", "the ca", "mat"]
+    words = [text.lower().replace("!", "").split() for text in texts]
+    together = index.match_lengths_of(words)
+    for w, lengths in zip(words, together):
+        assert index.match_lengths(w).tolist() == lengths.tolist() == index.lookup_match_lengths(w).tolist()
+        assert prefetching.lookup_match_lengths(w).tolist() == lengths.tolist()
+    assert together[0].tolist() == [3, 2, 3, 2, 1] and index.match_lengths_of([]) == []
 
 
-def test_has_match_probes_answer_exactly_with_fewer_lookups(tmp_path):
-    """has_match's probe spans never change an answer: on texts spliced from corpus runs and random words, for every
-    window length and probe length it equals max(matching statistics) >= n; on word-shuffled text it asks far fewer
-    lookups than there are windows."""
+@pytest.mark.parametrize("cap", [256, 4])
+def test_suffix_search_on_spliced_texts(tmp_path, cap):
+    """On texts spliced from corpus runs of every length (up to 30 words) and random words, with words of several
+    bytes (and a few in no document), the suffix search equals the lookups word for word; a cap of 4 bytes sends
+    every query through the repeated, longer searches."""
     rng = np.random.default_rng(3)
-    vocab = [f"w{i}" for i in range(12)]
+    vocab = [f"w{i}" for i in range(12)] + ["ab", "abc", "b", "é", "zz9"]
     docs = [(f"d{i}", " ".join(rng.choice(vocab, size=int(rng.integers(5, 60))))) for i in range(40)]
     build_index(docs, tmp_path / "idx")
     corpus_words = " ".join(t for _, t in docs).split()
     texts = []
-    for _ in range(60):  # runs copied from the corpus (matches of every length) between random words (zz in none)
+    for _ in range(60):
         parts = []
         for _ in range(int(rng.integers(1, 4))):
             start, run = int(rng.integers(0, len(corpus_words) - 30)), int(rng.integers(0, 30))
-            parts += corpus_words[start:start + run] + list(rng.choice(vocab + ["zz"], size=int(rng.integers(0, 4))))
+            gap = rng.choice(vocab + ["zz", "a"], size=int(rng.integers(0, 4)))  # zz, a: in no document
+            parts += corpus_words[start:start + run] + list(gap)
         texts.append(parts)
-    texts += [["zz"], ["zz", "zz", "w1"], []]
-    reference = CorpusIndex(tmp_path / "idx")
-    lengths = [reference.match_lengths(words) for words in texts]
-    assert {int(L.max(initial=0)) for L in lengths} >= {0, 3, 10, 20}
-    for probe in (1, 2, 4, 6):
-        probing = CorpusIndex(tmp_path / "idx")
-        probing.PROBE = probe
-        for words, L in zip(texts, lengths):
-            for n in range(1, 16):
-                assert probing.has_match(words, n) == (L.max(initial=0) >= n), (probe, n, words)
-    # word-shuffled English against an index of English: the 4-word probes fail, the windows are never asked
-    text = ("the committee met on tuesday to decide whether the new road should pass north of the river or south of "
-            "the old mill and after a long debate the members agreed to ask the town for more time ") * 3
-    english = CorpusIndex(build_index([("e", text)], tmp_path / "english") and tmp_path / "english", memo=False)
-    asked = []
-    find = english._find
-    english._find = lambda words: asked.append(words) or find(words)
-    shuffled = shuffled_words(text, 7)
-    assert not english.has_match(shuffled, 13) and english.has_match(normalize_words(text), 13)
-    windows = len(shuffled) - 13 + 1
-    assert len(asked) < windows / 4, (len(asked), windows)
+    texts += [["zz"], ["zz", "zz", "w1"], [], ["a"]]
+    index = CorpusIndex(tmp_path / "idx")
+    index.match_lengths_of([["w1"]])
+    index._suffixes.CAP = cap
+    got = index.match_lengths_of(texts)
+    expected = [index.lookup_match_lengths(words) for words in texts]
+    assert {int(L.max(initial=0)) for L in expected} >= {0, 3, 10, 20}
+    for words, a, b in zip(texts, got, expected):
+        assert a.tolist() == b.tolist(), words
 
 
 def test_rows_per_example_and_per_benchmark(index):

@@ -6,7 +6,8 @@ lower-case, punctuation deleted, whitespace collapsed). The index is built byte-
 ``" " + " ".join(words) + " "``, so a byte match that starts at a space and ends at a space is exactly a run of
 whole words: no tokenizer is needed, any script works, and infini-gram's byte (u8) engine answers the queries
 (its u32 indexer cannot build on this machine: it allocates 32 GB for the token alphabet). Per example, the
-longest match from every word is found by matching statistics over ``find`` lookups (:meth:`CorpusIndex.match_lengths`).
+longest match from every word is found by a vectorised search of the suffix array held in memory
+(:meth:`CorpusIndex.match_lengths`); infini-gram's ``find`` gives counts and evidence documents.
 
 Per example (the rendered input + gold continuation, what lm-eval scores), with ``L[w]`` the number of words of
 the longest corpus match starting at word ``w``:
@@ -143,14 +144,99 @@ class ExampleMatch:
     match_lengths: np.ndarray  # L[w]: words of the longest match starting at word w
 
 
+class _Suffixes:
+    """An index's bytes and suffix array in memory, searched for many queries at once with numpy.
+
+    Each query gets the longest of its prefixes that occurs in the text: a vectorised binary search for its place
+    in the suffix array (all queries in lockstep, 16 bytes compared per step), then the longest common prefix with
+    the suffixes on either side of that place. Hand-written over infini-gram's ``find`` because each ``find`` starts
+    a thread: ~70 us per lookup, ~2 lookups per word; this is 10x faster with identical lengths
+    (benchmarks/contamination.py)."""
+
+    CAP = 256  # query bytes compared at first; a query that matches all of them is asked again with 4x as many
+    CHUNK = 16  # bytes compared per step: most comparisons end within the first chunk or two
+
+    def __init__(self, folder: Path):
+        text = np.fromfile(folder / "tokenized.0", dtype=np.uint8)
+        raw = np.fromfile(folder / "table.0", dtype=np.uint8)
+        ratio = raw.size // max(text.size, 1)
+        if not text.size or raw.size != ratio * text.size or ratio > 8:
+            raise IndexError_(f"{folder}: table.0 ({raw.size} bytes) is not a suffix array of tokenized.0 "
+                              f"({text.size} bytes)")
+        dtype = np.uint32 if ratio <= 4 else np.uint64
+        raw = raw.reshape(text.size, ratio)
+        sa = np.zeros(text.size, dtype=dtype)
+        for b in range(ratio):
+            sa |= raw[:, b].astype(dtype) << dtype(8 * b)
+        self.n, self.sa = text.size, sa
+        self.text = np.append(text, np.zeros(3, dtype=np.uint8))  # past the end reads 0, below any query byte
+        # every suffix's first three bytes, in suffix-array order: the search starts inside its bucket (~10 steps
+        # fewer); all queries start with a space, so a bucket of fewer bytes says little
+        t = self.text.astype(np.uint32)
+        self.head = (t[sa] << 16) | (t[sa + 1] << 8) | t[sa + 2]
+
+    def _lcp(self, pos: np.ndarray, buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+        """Bytes in common between each query and the suffix at text position ``pos`` (at most its ``length``)."""
+        lcp = np.zeros(pos.size, dtype=np.int64)
+        todo, cols, off = np.arange(pos.size), np.arange(self.CHUNK), 0
+        while todo.size:
+            c = off + cols
+            stop = ((self.text[np.minimum(pos[todo, None] + c, self.n)]
+                     != buf[np.minimum(start[todo, None] + c, buf.size - 1)]) | (c >= length[todo, None]))
+            ended = stop.any(axis=1)
+            lcp[todo[ended]] = off + stop[ended].argmax(axis=1)
+            todo, off = todo[~ended], off + self.CHUNK
+        return lcp
+
+    def longest_prefixes(self, buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+        """For each query ``buf[start:start + length]`` (at least 3 bytes): the bytes of its longest prefix that
+        occurs in the text."""
+        b = buf.astype(np.uint32)
+        key = (b[start] << 16) | (b[start + 1] << 8) | b[start + 2]
+        lo, hi = np.searchsorted(self.head, key, "left"), np.searchsorted(self.head, key, "right")
+        active = np.flatnonzero(lo < hi)
+        while active.size:  # lo: the first suffix >= the query
+            mid = (lo[active] + hi[active]) // 2
+            pos = self.sa[mid].astype(np.int64)
+            lcp = self._lcp(pos, buf, start[active], length[active])
+            at = np.minimum(start[active] + lcp, buf.size - 1)
+            ge = (lcp >= length[active]) | (self.text[np.minimum(pos + lcp, self.n)] > buf[at])
+            hi[active], lo[active] = np.where(ge, mid, hi[active]), np.where(ge, lo[active], mid + 1)
+            active = active[lo[active] < hi[active]]
+        best = np.zeros(start.size, dtype=np.int64)
+        for side in (lo, lo - 1):  # the longest occurring prefix is shared with a neighbour of the query's place
+            ok = np.flatnonzero((side >= 0) & (side < self.n))
+            best[ok] = np.maximum(best[ok], self._lcp(self.sa[side[ok]].astype(np.int64), buf, start[ok], length[ok]))
+        return best
+
+    def match_lengths(self, texts: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """``L[w]`` of every word of every text (see :meth:`CorpusIndex.match_lengths`)."""
+        encoded = [[w.encode() for w in words] for words in texts]
+        strings = [b" " + b" ".join(words) + b" " if words else b"" for words in encoded]
+        buf = np.frombuffer(b"".join(strings) + b"\0\0", dtype=np.uint8)
+        spaces = np.concatenate([[0], np.cumsum(buf == 32)])
+        starts, ends, base = [], [], 0
+        for words, string in zip(encoded, strings):  # a query per word: the text from the space before it
+            starts += (base + np.cumsum([0] + [len(w) + 1 for w in words[:-1]])).tolist() if words else []
+            ends += [base + len(string)] * len(words)
+            base += len(string)
+        start = np.array(starts, dtype=np.int64)
+        full = np.array(ends, dtype=np.int64) - start
+        best, todo, cap = np.zeros(start.size, dtype=np.int64), np.arange(start.size), self.CAP
+        while todo.size:
+            length = np.minimum(full[todo], cap)
+            best[todo] = got = self.longest_prefixes(buf, start[todo], length)
+            todo, cap = todo[(got >= length) & (length < full[todo])], cap * 4
+        # a match of j whole words is the prefix " w1 ... wj ": j spaces after the first
+        words = np.where(best > 0, spaces[start + best] - spaces[start + 1], 0)
+        return np.split(words, np.cumsum([len(w) for w in texts])[:-1]) if texts else []
+
+
 class CorpusIndex:
-    """An index folder opened for queries (infini-gram's C++ engine, byte level)."""
+    """An index folder opened for queries: longest matches from the suffix array in memory (:class:`_Suffixes`),
+    counts and evidence documents from infini-gram's C++ engine (byte level)."""
 
-    #: word sequences whose answer a :class:`CorpusIndex` keeps (then it starts over): ~100 bytes each
-    MEMO_LIMIT = 2_000_000
-    PROBE = 4  # words of the spans has_match looks up before whole windows
-
-    def __init__(self, folder: Path | str, prefetch: bool = False, memo: bool = True):
+    def __init__(self, folder: Path | str, prefetch: bool = False):
         from infini_gram.engine import InfiniGramEngine
 
         self.folder = Path(folder)
@@ -168,9 +254,7 @@ class CorpusIndex:
         depths = {} if prefetch else {"ds_prefetch_depth": 0, "sa_prefetch_depth": 0, "od_prefetch_depth": 0}
         self.engine = InfiniGramEngine(index_dir=str(self.folder), eos_token_id=0, vocab_size=255, version=4,
                                        token_dtype="u8", **depths)
-        # the same word sequences are asked again and again (an answer's options, a subject's header, the short
-        # prefixes every example starts with): 26-48 % of the full profile's lookups repeat within one benchmark
-        self._memo: dict[tuple[bytes, ...], bool] | None = {} if memo else None
+        self._suffixes: _Suffixes | None = None  # loaded at the first match_lengths
 
     def _find(self, words: Sequence[bytes]) -> dict:
         """infini-gram's ``find`` of ``words`` as whole words (a space on each side)."""
@@ -193,53 +277,40 @@ class CorpusIndex:
         return self.locate(words)[1]
 
     def match_lengths(self, words: Sequence[str]) -> np.ndarray:
-        """``L[w]``: the number of whole words of the longest corpus match that starts at word ``w``.
+        """``L[w]``: the number of whole words of the longest corpus match that starts at word ``w``."""
+        return self.match_lengths_of([words])[0]
+
+    def match_lengths_of(self, texts: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """:meth:`match_lengths` of many texts at once (one vectorised search over all their words)."""
+        if self._suffixes is None:
+            self._suffixes = _Suffixes(self.folder)
+        return self._suffixes.match_lengths(texts)
+
+    def lookup_match_lengths(self, words: Sequence[str]) -> np.ndarray:
+        """:meth:`match_lengths` by infini-gram ``find`` lookups, the reference the suffix search is tested against.
 
         Matching statistics over words: a match of ``L[w-1]`` words from ``w-1`` holds ``L[w-1] - 1`` words from
-        ``w``, so each word starts from there and extends one word per suffix-array lookup (about two lookups per
-        word). Hand-written over infini-gram's ``find`` rather than its byte-level ``creativity``, which searches
-        from every byte: 5-10x faster on these texts (benchmarks/contamination.py)."""
+        ``w``, so each word starts from there and extends one word per lookup (about two lookups per word)."""
         k = len(words)
         out = np.zeros(k, dtype=np.int64)
         encoded = [w.encode() for w in words]
         length = 0
         for w in range(k):
             length = max(length - 1, 0)
-            while w + length < k and self._occurs(encoded[w:w + length + 1]):
+            while w + length < k and int(self._find(encoded[w:w + length + 1])["cnt"]) > 0:
                 length += 1
             out[w] = length
         return out
 
-    def has_match(self, words: Sequence[str], n: int) -> bool:
-        """Whether some span of ``n`` consecutive words occurs in the corpus, i.e. ``max(match_lengths) >= n``.
-
-        A window occurs only if every span inside it does. Each ``n``-word window holds exactly one ``PROBE``-word
-        span that starts at a multiple of ``n - PROBE + 1``, so those spans are looked up first, and only the windows
-        around a span that occurs are looked up themselves. On word-shuffled text (the negative control), where
-        hardly any probe occurs, that is about one lookup per ``n - PROBE + 1`` words instead of one per word."""
-        encoded = [w.encode() for w in words]
-        k, m = len(encoded), min(self.PROBE, n)
-        stride = n - m + 1
-        for p in range(0, k - m + 1, stride):
-            if self._occurs(encoded[p:p + m]) and any(
-                    self._occurs(encoded[w:w + n]) for w in range(max(p - stride + 1, 0), min(p, k - n) + 1)):
-                return True
-        return False
-
-    def _occurs(self, words: Sequence[bytes]) -> bool:
-        if self._memo is None:
-            return int(self._find(words)["cnt"]) > 0
-        key = tuple(words)
-        found = self._memo.get(key)
-        if found is None:
-            if len(self._memo) >= self.MEMO_LIMIT:
-                self._memo.clear()
-            found = self._memo[key] = int(self._find(words)["cnt"]) > 0
-        return found
+    def examples(self, texts: Sequence[str], thresholds: Sequence[int] = THRESHOLDS) -> list[ExampleMatch]:
+        """:meth:`example` of many texts, their match lengths found together."""
+        words = [normalize_words(text) for text in texts]
+        return [self._match(w, lengths, thresholds) for w, lengths in zip(words, self.match_lengths_of(words))]
 
     def example(self, text: str, thresholds: Sequence[int] = THRESHOLDS) -> ExampleMatch:
-        words = normalize_words(text)
-        lengths = self.match_lengths(words)
+        return self.examples([text], thresholds)[0]
+
+    def _match(self, words: list[str], lengths: np.ndarray, thresholds: Sequence[int]) -> ExampleMatch:
         if not len(lengths) or lengths.max() == 0:
             return ExampleMatch(len(words), 0, 0, "", None, {n: 0.0 for n in thresholds}, lengths)
         w = int(np.argmax(lengths))

@@ -139,10 +139,10 @@ def contamination_rows(texts: list[str], ids: np.ndarray, index, seed: int) -> t
     coverage, mean longest match) of a benchmark against one corpus index, with the shuffled negative control."""
     from simassets.core.corpus_index import shuffled_words
 
-    matches = [index.example(t, NS) for t in texts]
+    matches = index.examples(texts, NS)
     longest = np.array([m.longest for m in matches], dtype=float)
-    control = np.array([index.has_match(shuffled_words(t, seed + i), CONTROL_N) for i, t in enumerate(texts)],
-                       dtype=bool)
+    shuffled = index.match_lengths_of([shuffled_words(t, seed + i) for i, t in enumerate(texts)])
+    control = np.array([lengths.max(initial=0) >= CONTROL_N for lengths in shuffled], dtype=bool)
     control_fraction = float(control.mean()) if len(texts) else float("nan")
     params = canonical_json({"unit": index.info.unit, "corpus_docs": index.info.n_docs,
                              "corpus_words": index.info.n_words, "thresholds": list(NS),
