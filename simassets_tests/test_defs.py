@@ -7,6 +7,7 @@ After an intended change to the graph: ``SIMASSETS_UPDATE_SNAPSHOTS=1 pytest sim
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -117,3 +118,46 @@ def test_core_never_imports_dagster_and_defs_never_import_the_runner():
     assert "simassets.defs" in _imports(root / "runner.py")  # the runner plans through defs (planning, factory)
     runner_source = (root / "runner.py").read_text(encoding="utf-8")
     assert "all_assets" not in runner_source and "_freshness" not in runner_source  # no hand-kept lists
+
+
+def test_range_metadata_reads_the_dynamic_partitions_once_per_question(monkeypatch):
+    """A run over a range of a two-dynamic-dimension partitioning records each partition's own metadata, and with
+    ``dynamic_partitions_read_once`` asks storage each dynamic-partitions question once, instead of six times per
+    partition for Dagster's range check."""
+    from collections import Counter
+
+    from simassets.defs.factory import dynamic_partitions_read_once
+
+    reads: Counter = Counter()
+    for name in ("get_dynamic_partitions", "has_dynamic_partition"):
+        original = getattr(dg.DagsterInstance, name)
+        monkeypatch.setattr(dg.DagsterInstance, name,
+                            lambda self, *a, _o=original, _n=name, **k: reads.update([_n]) or _o(self, *a, **k))
+    pdef = dg.MultiPartitionsDefinition({"corpus": dg.DynamicPartitionsDefinition(name="c"),
+                                         "benchmark": dg.DynamicPartitionsDefinition(name="b")})
+
+    def thing(once: bool) -> dg.AssetsDefinition:
+        @dg.asset(name=f"thing_{once}", partitions_def=pdef)
+        def _thing(context) -> dg.MaterializeResult:  # (annotations are strings here: Dagster reads none)
+            with dynamic_partitions_read_once(context.instance) if once else contextlib.nullcontext():
+                for pk in context.partition_keys:
+                    context.add_asset_metadata({"partition": pk}, partition_key=pk)
+            return dg.MaterializeResult()
+
+        return _thing
+
+    counts = {}
+    for once in (False, True):
+        asset = thing(once)
+        instance = dg.DagsterInstance.ephemeral()
+        instance.add_dynamic_partitions("c", ["c1", "c2", "c3"])
+        instance.add_dynamic_partitions("b", ["b1", "b2", "b3", "b4"])
+        keys = pdef.get_partition_keys(dynamic_partitions_store=instance)
+        reads.clear()
+        result = dg.materialize([asset], instance=instance, tags={"dagster/asset_partition_range_start": keys[0],
+                                                                  "dagster/asset_partition_range_end": keys[-1]})
+        counts[once] = sum(reads.values())
+        mats = result.asset_materializations_for_node(f"thing_{once}")
+        assert sorted((m.partition, m.metadata["partition"].value) for m in mats) == sorted((k, k) for k in keys)
+        assert "get_dynamic_partitions" not in vars(instance)  # the instance answers from storage again
+    assert counts[True] + 6 * 11 <= counts[False], counts  # 12 partitions: at least 6 reads saved on all but one
