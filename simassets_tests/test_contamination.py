@@ -91,6 +91,22 @@ def test_suffix_search_on_spliced_texts(tmp_path, cap):
         assert a.tolist() == b.tolist(), words
 
 
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 8])
+def test_suffix_array_pointers_of_every_width(tmp_path, width):
+    """The suffix array is read whatever the pointer width (infini-gram picks the fewest bytes that hold the text's
+    length; 4 and 8 are read without a copy) and searched the same way."""
+    from simassets.core.corpus_index import SEP, _Suffixes
+
+    text = SEP + b" the cat sat on the mat " + SEP + b" the cat ran "
+    order = sorted(range(len(text)), key=lambda i: text[i:])
+    (tmp_path / "tokenized.0").write_bytes(text)
+    (tmp_path / "table.0").write_bytes(b"".join(i.to_bytes(width, "little") for i in order))
+    suffixes = _Suffixes(tmp_path)
+    assert suffixes.sa.tolist() == order
+    got = suffixes.match_lengths([["the", "cat", "ran"], ["cat", "sat", "on", "the", "mat", "today"]])
+    assert [lengths.tolist() for lengths in got] == [[3, 2, 1], [5, 4, 3, 2, 1, 0]]
+
+
 def test_rows_per_example_and_per_benchmark(index):
     texts = ["The cat sat on the mat", "a dog ran far away said the cat ran", "nothing in the corpus at all"]
     ex, ds = contamination_rows(texts, np.array([10, 11, 12]), index, seed=1)

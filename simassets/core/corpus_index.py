@@ -163,17 +163,21 @@ class _Suffixes:
         if not text.size or raw.size != ratio * text.size or ratio > 8:
             raise IndexError_(f"{folder}: table.0 ({raw.size} bytes) is not a suffix array of tokenized.0 "
                               f"({text.size} bytes)")
-        dtype = np.uint32 if ratio <= 4 else np.uint64
-        raw = raw.reshape(text.size, ratio)
-        sa = np.zeros(text.size, dtype=dtype)
-        for b in range(ratio):
-            sa |= raw[:, b].astype(dtype) << dtype(8 * b)
+        if ratio in (4, 8):  # little-endian pointers of a native width: read as they are
+            sa = raw.view("<u4" if ratio == 4 else "<u8")
+        else:
+            dtype = np.uint32 if ratio < 4 else np.uint64
+            raw = raw.reshape(text.size, ratio)
+            sa = np.zeros(text.size, dtype=dtype)
+            for b in range(ratio):
+                sa |= raw[:, b].astype(dtype) << dtype(8 * b)
         self.n, self.sa = text.size, sa
         self.text = np.append(text, np.zeros(3, dtype=np.uint8))  # past the end reads 0, below any query byte
         # every suffix's first three bytes, in suffix-array order: the search starts inside its bucket (~10 steps
-        # fewer); all queries start with a space, so a bucket of fewer bytes says little
+        # fewer); all queries start with a space, so a bucket of fewer bytes says little. The keys are formed in
+        # text order and gathered once (three gathers took 3x as long)
         t = self.text.astype(np.uint32)
-        self.head = (t[sa] << 16) | (t[sa + 1] << 8) | t[sa + 2]
+        self.head = ((t[:-2] << 16) | (t[1:-1] << 8) | t[2:])[sa]
 
     def _lcp(self, pos: np.ndarray, buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
         """Bytes in common between each query and the suffix at text position ``pos`` (at most its ``length``)."""
