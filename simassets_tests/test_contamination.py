@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simassets.core.corpus_index import (CorpusIndex, IndexError_, build_index, contamination_gain, index_text,
-                                         shuffled_words)
+from simassets.core.corpus_index import (SEP, CorpusIndex, IndexError_, _Suffixes, build_index, contamination_gain,
+                                         index_text, shuffled_words)
 from simassets.core.measures.contamination import contamination_rows, gain_rows
 from simassets.core.paths import data_root
 
@@ -81,11 +81,10 @@ def test_suffix_search_on_spliced_texts(tmp_path, cap):
             parts += corpus_words[start:start + run] + list(gap)
         texts.append(parts)
     texts += [["zz"], ["zz", "zz", "w1"], [], ["a"]]
-    index = CorpusIndex(tmp_path / "idx")
-    index.match_lengths_of([["w1"]])
-    index._suffixes.CAP = cap
-    got = index.match_lengths_of(texts)
-    expected = [index.lookup_match_lengths(words) for words in texts]
+    suffixes = _Suffixes(tmp_path / "idx")
+    suffixes.CAP = cap
+    got = suffixes.match_lengths(texts)
+    expected = [CorpusIndex(tmp_path / "idx").lookup_match_lengths(words) for words in texts]
     assert {int(L.max(initial=0)) for L in expected} >= {0, 3, 10, 20}
     for words, a, b in zip(texts, got, expected):
         assert a.tolist() == b.tolist(), words
@@ -95,8 +94,6 @@ def test_suffix_search_on_spliced_texts(tmp_path, cap):
 def test_suffix_array_pointers_of_every_width(tmp_path, width):
     """The suffix array is read whatever the pointer width (infini-gram picks the fewest bytes that hold the text's
     length; 4 and 8 are read without a copy) and searched the same way."""
-    from simassets.core.corpus_index import SEP, _Suffixes
-
     text = SEP + b" the cat sat on the mat " + SEP + b" the cat ran "
     order = sorted(range(len(text)), key=lambda i: text[i:])
     (tmp_path / "tokenized.0").write_bytes(text)
