@@ -173,6 +173,7 @@ def project(args, speeds: dict[str, float]) -> None:
                 score_tokens(requests, self.max_length, groups_stats)
                 totals.plain += groups_stats.plain
                 totals.forwarded += groups_stats.forwarded
+                totals.distinct += groups_stats.distinct
                 return [(0.0, False)] * len(requests)
 
         lm = Counting(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=full.eval_batch_size,
@@ -184,7 +185,8 @@ def project(args, speeds: dict[str, float]) -> None:
         tps = speeds.get(model_id)
         hours = f"{totals.forwarded / tps / 3600:.2f} h projected at the {tps:.0f} tok/s measured here" if tps else ""
         print(f"full profile, {model_id}: {n_examples:,} examples; lm-eval forwards {totals.plain:,} tokens, "
-              f"simassets-hf {totals.forwarded:,} ({totals.plain / max(totals.forwarded, 1):.2f}x fewer); {hours}")
+              f"simassets-hf {totals.forwarded:,} ({totals.plain / max(totals.forwarded, 1):.2f}x fewer; the "
+              f"prefix tree holds {totals.distinct:,} distinct); {hours}")
 
 
 def score_tokens(requests, max_length: int, stats) -> None:
