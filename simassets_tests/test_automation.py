@@ -167,7 +167,7 @@ def test_code_location_runs_the_automation_by_default():
     quick, full = repo.get_sensor_def("catalog_sync_quick"), repo.get_sensor_def("catalog_sync_full")
     auto = repo.get_sensor_def("study_automation")
     assert quick.default_status == auto.default_status == dg.DefaultSensorStatus.RUNNING
-    assert full.default_status == dg.DefaultSensorStatus.STOPPED  # the full profile evaluates for hours: opt in
+    assert full.default_status == dg.DefaultSensorStatus.STOPPED  # the full profile takes an hour: opt in
     assert isinstance(auto, dg.AutomationConditionSensorDefinition) and auto is study_automation
     assert not auto.emit_backfills  # its runs start at the tick, not at the backfill daemon's next pass
     schedules = {s.name: s for s in repo.schedule_defs}

@@ -4,7 +4,7 @@
   ``catalog.toml`` and ``models.toml``, and request runs for this profile's stale partitions whose upstream is
   stored -- one run per unit of work (e.g. all of a new model's evaluations in two runs, one per core), never for
   partitions a queued or running run already covers. ``quick``'s sensor runs by default; ``full``'s is off
-  (the full profile evaluates for hours: turn it on in the UI, or use ``simassets run --profile full``).
+  (the full profile takes about an hour of both cores: turn it on in the UI, or use ``simassets run --profile full``).
 * ``daily_refresh_<profile>__<partitioning>`` (schedules, 04:00 UTC; quick's on, full's off): the same re-check
   once a day with run keys that carry the date, so partitions whose run failed are tried again.
 * ``study_automation`` (automation-condition sensor, on; Dagster's default one is off in OSS): the study assets
