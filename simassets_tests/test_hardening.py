@@ -276,12 +276,22 @@ def _first_instance(home: str) -> str:
         return f"{type(exc).__name__}: {exc}"
 
 
+def _map_in_children(fn, args: list[str]) -> list[str]:
+    """``fn`` over ``args`` in 4 spawned processes. The pool is closed and joined, so every worker leaves on its own
+    end-of-work sentinel; ``with Pool()`` terminates it instead, and in one CI run a worker stayed blocked on the
+    task queue's lock after the terminate while the pool waited for it to exit, for good."""
+    pool = multiprocessing.get_context("spawn").Pool(4)
+    try:
+        return pool.map(fn, args)
+    finally:
+        pool.close()
+        pool.join()
+
+
 def test_concurrent_first_runs_initialise_one_instance(tmp_path):
-    ctx = multiprocessing.get_context("spawn")
     for round_ in range(2):
         home = tmp_path / f"fresh{round_}"
-        with ctx.Pool(4) as pool:
-            assert pool.map(_first_instance, [str(home)] * 4) == ["ok"] * 4
+        assert _map_in_children(_first_instance, [str(home)] * 4) == ["ok"] * 4
 
 
 def _sql_in_child(home: str) -> str:
@@ -294,8 +304,7 @@ def _sql_in_child(home: str) -> str:
 
 def test_many_sql_sessions_at_once_on_a_home_without_the_database(home):
     assert not (home / "simassets.duckdb").exists()
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        assert pool.map(_sql_in_child, [str(home)] * 8) == ["1"] * 8
+    assert _map_in_children(_sql_in_child, [str(home)] * 8) == ["1"] * 8
 
 
 def test_a_moved_or_copied_home_queries_its_own_files(home, tmp_path):
