@@ -191,13 +191,10 @@ def project(args, speeds: dict[str, float]) -> None:
 
 def score_tokens(requests, max_length: int, stats) -> None:
     """The tokens :func:`simassets.core.scoring.score` would forward for ``requests`` (planning only)."""
-    from simassets.core.scoring import DEFAULT_ROW_TOKENS, items_for, scoring_plan
+    from simassets.core.scoring import DEFAULT_ROW_TOKENS, DEFAULT_TOKEN_BUDGET, items_for, passes_for
 
     items = items_for([(ctx, cont) for _, ctx, cont in requests], max_length)
-    p = scoring_plan(items, DEFAULT_ROW_TOKENS["cpu"], max_length)
-    stats.plain += sum(len(it.fed) for it in items)
-    stats.forwarded += sum(len(r) for r in p.rows)
-    stats.distinct += len(p.token)
+    passes_for(items, max_length, DEFAULT_ROW_TOKENS["cpu"], DEFAULT_TOKEN_BUDGET["cpu"], stats)
 
 
 def main() -> None:

@@ -187,6 +187,20 @@ def _batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
     return out
 
 
+def passes_for(items: Sequence[_Item], max_length: int, row_tokens: int, token_budget: int,
+               stats: ScoringStats) -> tuple[Plan, list[list[int]]]:
+    """The plan :func:`score` runs for ``items`` and its passes (indices into ``plan.rows``), counted into
+    ``stats``; ``benchmarks/evaluation.py --project`` counts a profile's tokens with it without running a pass."""
+    p = scoring_plan(items, min(row_tokens, token_budget), max_length)
+    passes = _batches([len(r) for r in p.rows], token_budget)
+    stats.plain += sum(len(it.fed) for it in items)
+    stats.distinct += len(p.token)
+    stats.passes += len(passes)
+    stats.forwarded += sum(len(p.rows[k]) for batch in passes for k in batch)
+    stats.padded += sum(len(batch) * len(p.rows[batch[0]]) for batch in passes)
+    return p, passes
+
+
 class _Head:
     """Log-probabilities and argmax at selected positions, the output head run on those hidden states only."""
 
@@ -258,9 +272,7 @@ def score(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[int]]], m
     device = next(model.parameters()).device
     token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(device.type, DEFAULT_TOKEN_BUDGET["cpu"])
     row_tokens = row_tokens or DEFAULT_ROW_TOKENS.get(device.type, DEFAULT_ROW_TOKENS["cpu"])
-    p = scoring_plan(items, min(row_tokens, token_budget), max_length)
-    stats.plain += sum(len(it.fed) for it in items)
-    stats.distinct += len(p.token)
+    p, passes = passes_for(items, max_length, row_tokens, token_budget, stats)
     # node -> target token -> the (item, position) pairs that need log p(target | node's prefix)
     wanted: dict[int, dict[int, list[tuple[int, int]]]] = {}
     for it in items:
@@ -272,15 +284,12 @@ def score(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[int]]], m
             wanted.setdefault(path[t], {}).setdefault(it.x[t + 1], []).append((it.index, t))
     head, decoder, window = _Head(model), _decoder(model), _sliding_window(model)
     jobs = []  # (rows, width, [(flattened position, target, the (item, position) pairs it answers)])
-    for batch in _batches([len(r) for r in p.rows], token_budget):
+    for batch in passes:
         rows = [p.rows[k] for k in batch]
         width = len(rows[0])
         reads = [(r * width + j, target, pairs) for r, row in enumerate(rows) for j, node in enumerate(row)
                  for target, pairs in wanted.pop(node, {}).items()]  # popped: a node run twice is read once
         jobs.append((rows, width, reads))
-        stats.passes += 1
-        stats.forwarded += sum(len(r) for r in rows)
-        stats.padded += len(rows) * width
 
     def run(job: tuple[list[list[int]], int, list]) -> tuple[list[float], list[int]]:
         rows, width, reads = job
