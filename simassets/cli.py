@@ -58,7 +58,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     report = runner.execute(args.profile, selection, instance, workers=args.workers)
     print(wh.ensure_views())
     print(f"\ndone in {report.seconds:.0f}s ({report.runs} runs): {len(report.computed)} computed, "
-          f"{len(report.skipped)} skipped (unchanged), {len(report.failed)} failed")
+          f"{len(report.skipped)} skipped (unchanged), {len(report.failed)} failed"
+          + (f"; {len(report.warned)} check(s) did not pass (rows stored; see the lines CHECK above)"
+             if report.warned else ""))
     for label, error in report.failed[:20]:
         print(f"  FAILED {label}: {error}")
     if len(report.failed) > 20:

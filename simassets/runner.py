@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import json
 import os
 import socket
 import threading
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -111,6 +113,7 @@ class RunReport:
     computed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    warned: list[tuple[str, str]] = field(default_factory=list)  # (check on asset, what failed): data still stored
     runs: int = 0
     seconds: float = 0.0
 
@@ -118,6 +121,7 @@ class RunReport:
         self.computed += other.computed
         self.skipped += other.skipped
         self.failed += other.failed
+        self.warned += other.warned
         self.runs += other.runs
         self.seconds += other.seconds
 
@@ -154,6 +158,12 @@ def run_work(work: planning.Work, instance: dg.DagsterInstance) -> RunReport:
                 elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
                     mat = event.event_specific_data.materialization  # type: ignore[union-attr]
                     seen[(mat.asset_key.path[-1], mat.partition)] = "skipped" in mat.metadata
+                elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                    check: Any = event.event_specific_data
+                    if not check.passed:
+                        failed = check.metadata.get("failed")
+                        report.warned.append((f"{check.check_name} on {check.asset_key.path[-1]}",
+                                              json.dumps(failed.value if failed is not None else {}, sort_keys=True)))
     except Exception as exc:  # the run could not start (a definition or config error): every partition failed
         errors[""] = f"{type(exc).__name__}: {exc}"
     first_error = next(iter(errors.values()), "not materialized (an upstream step failed)")
@@ -336,6 +346,8 @@ def execute(profile: str, selection: planning.Selection, instance: dg.DagsterIns
                          f"{len(part.skipped)} skipped, {len(part.failed)} failed ({part.seconds:.1f}s)")
                 for label, error in part.failed[:3]:
                     progress(f"    FAILED {label}: {error}")
+                for label, failed in part.warned:
+                    progress(f"    CHECK {label} did not pass: {failed[:300]}")
                 running[i] -= 1
                 if not running[i]:
                     del running[i]

@@ -157,3 +157,51 @@ def test_blockwise_matches_brute_force() -> None:
 def test_neighbours_bad_input(bench: np.ndarray, corpus: np.ndarray, k: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         nearest_neighbours(bench, corpus, k)
+
+
+def test_unknown_share_counts_the_pieces_the_model_cannot_read(tmp_path: Path) -> None:
+    """MiniLM's English WordPiece vocabulary reads Thai as [UNK]s; English and accented Latin text it reads."""
+    e = Embedder(cache_root=tmp_path)
+    thai, n_thai = e.unknown_share(["แม่ของฉัน ทำอาหารเย็น ให้ครอบครัว", "ผู้ชาย เปิด ก๊อกน้ำ"])
+    assert n_thai > 0 and thai > 0.5
+    assert e.unknown_share(TEXTS) == (0.0, e.unknown_share(TEXTS)[1]) and e.unknown_share(TEXTS)[1] > 20
+    assert e.unknown_share(["Naine pani käe külmetama."])[0] == 0.0  # Estonian: Latin script, known pieces
+    mixed, _ = e.unknown_share(["The cat sat on the mat.", "แม่ของฉัน"])
+    assert 0.0 < mixed < thai
+    assert e._model is None  # the tokenizer alone: no model loaded for the check
+    assert e.unknown_share([]) == (0.0, 0)
+
+
+@pytest.mark.slow
+def test_benchmark_embeddings_warn_where_the_embedder_cannot_read_the_language(tiny_study) -> None:
+    """XCOPA-th: the partition is stored, and its check names the unknown-token share; Estonian passes."""
+    import dagster as dg
+
+    from simassets.core.warehouse import Warehouse
+    from simassets_tests.conftest import add_partitions, materialize
+
+    catalog = Path(os.environ["SIMASSETS_CATALOG_DIR"]) / "catalog.toml"
+    catalog.write_text(catalog.read_text() + '''
+[benchmarks.xcopa_th]
+kind = "hf_mirror"
+path = "benchmarks/hf/cambridgeltl__xcopa/th"
+lm_eval_task = "xcopa_th"
+split = "validation"
+category = "multilingual"
+language = "th"
+''')
+    with dg.instance_for_test() as instance:
+        add_partitions(instance, benchmark=["xcopa_th", "xcopa_et"])
+        outcomes = {}
+        for benchmark in ("xcopa_th", "xcopa_et"):
+            result = materialize(["benchmark_examples", "benchmark_embeddings"], benchmark, instance)
+            assert result.success
+            outcomes[benchmark] = next(e.event_specific_data for e in result.all_events
+                                       if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+                                       and e.event_specific_data.check_name == "embedder_reads_text")
+    assert outcomes["xcopa_et"].passed
+    th = outcomes["xcopa_th"]
+    assert not th.passed and th.severity == dg.AssetCheckSeverity.WARN
+    failed = th.metadata["failed"].value["xcopa_th"]
+    assert failed["unknown_token_share"] > 0.5 and failed["embedding_model"] == "all-MiniLM-L6-v2"
+    assert len(Warehouse().read_partition("benchmark_embeddings", "quick", {"benchmark": "xcopa_th"})) == 10

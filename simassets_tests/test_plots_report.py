@@ -198,3 +198,24 @@ def test_report_command_writes_the_page_and_refuses_unknown_studies(study, tmp_p
     assert bad.func(bad) == 2
     assert "unknown study(ies) ['nope']" in capsys.readouterr().err
     assert not Path(tmp_path / "x" / "index.html").exists()
+
+
+def test_report_names_the_benchmarks_the_embedding_model_cannot_read(tmp_path):
+    """Thai examples are mostly [UNK] to MiniLM: the study's caveats name the benchmark and its share."""
+    from simassets.core.report import _study_caveats, unread_benchmarks
+
+    wh = Warehouse(tmp_path / "home")
+    texts = {"xcopa_th": ["แม่ของฉัน ทำอาหารเย็น ให้ครอบครัว", "ผู้ชาย เปิด ก๊อกน้ำ"],
+             "arc_easy": ["Which gas do plants take in? Answer:", "Where does the Sun rise? Answer:"]}
+    for bench, inputs in texts.items():
+        rows = pd.DataFrame({"benchmark": bench, "example_id": range(len(inputs)),
+                             "input_text": inputs, "target_text": " x", "choices": [[" x", " y"]] * len(inputs),
+                             "gold": 0, "text_sha256": "0", "category": "c", "language": "th", "params": "{}"})
+        wh.write_partition("benchmark_examples", "quick", {"benchmark": bench}, rows, "fp")
+    unread = unread_benchmarks(wh, "quick")
+    assert list(unread) == ["xcopa_th"] and unread["xcopa_th"] > 0.5
+    empty = pd.DataFrame()
+    caveats = _study_caveats(None, empty, empty, empty, ["xcopa_th", "arc_easy"], unread)
+    assert len(caveats) == 1 and "cannot read 1 of the study's benchmarks" in caveats[0]
+    assert f"xcopa_th {unread['xcopa_th']:.0%}" in caveats[0] and "max_cosine" in caveats[0]
+    assert _study_caveats(None, empty, empty, empty, ["arc_easy"], unread) == []

@@ -208,6 +208,16 @@ NON_EMPTY, MEASURE_RANGES, SCORES_IN_UNIT = "partition_non_empty", "values_finit
 
 
 @dataclass(frozen=True)
+class Check:
+    """A check of a computation's own: ``outcome(scope, keys, tables)`` is None when the partition passes, else
+    what failed (JSON-able). It runs where the built-in checks run, on stored rows too, and only warns."""
+
+    name: str
+    description: str
+    outcome: Callable[[Scope, Keys, dict[str, pd.DataFrame]], dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
 class Computation:
     """A table asset: declared once, built per profile by the Dagster factory.
 
@@ -234,6 +244,7 @@ class Computation:
     retries: int = 0  # for transient faults (a model load); bad input is never retried
     refresh_after_upstream: bool = False  # re-materialized by its automation condition once upstream changed
     checks: tuple[str, ...] = ()
+    own_checks: tuple[Check, ...] = ()
     cost: Callable[[Scope, Keys], float] | None = None  # relative work of a partition (balances parallel runs)
     partitions_per_run: int | None = None  # at most this many partitions in one run of a UI backfill
 
@@ -243,6 +254,10 @@ class Computation:
             raise ValueError(f"computation {self.name}: unknown table(s) {unknown}")
         if any(t in schema.SIMILARITY_TABLES for t in self.writes) and MEASURE_RANGES not in self.checks:
             object.__setattr__(self, "checks", (*self.checks, MEASURE_RANGES))
+
+    @property
+    def check_names(self) -> tuple[str, ...]:
+        return (*self.checks, *(c.name for c in self.own_checks))
 
     @property
     def dimensions(self) -> tuple[str, ...]:

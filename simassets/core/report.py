@@ -435,10 +435,36 @@ def accuracy_summary(scores: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     return "; ".join(parts) + ".", df
 
 
+def unread_benchmarks(wh: Warehouse, profile: str) -> dict[str, float]:
+    """Benchmark -> share of unknown word pieces, where the embedding model cannot read the benchmark (the
+    ``embedder_reads_text`` check of ``benchmark_embeddings``, recomputed from the stored examples)."""
+    from simassets.core.embeddings import UNKNOWN_SHARE_LIMIT, get_embedder
+    from simassets.core.tasks import benchmark_text
+
+    examples = wh.query("select benchmark, input_text, target_text from benchmark_examples where profile = ?",
+                        [profile])
+    if examples.empty:
+        return {}
+    embedder = get_embedder()
+    shares = {str(b): embedder.unknown_share(benchmark_text(g))[0] for b, g in examples.groupby("benchmark")}
+    return {b: s for b, s in sorted(shares.items()) if s > UNKNOWN_SHARE_LIMIT}
+
+
 def _study_caveats(
-    spec: StudySpec, corr: pd.DataFrame, acc: pd.DataFrame, floor: pd.DataFrame, sel: list[str]
+    spec: StudySpec, corr: pd.DataFrame, acc: pd.DataFrame, floor: pd.DataFrame, sel: list[str],
+    unread: dict[str, float] | None = None,
 ) -> list[str]:
     out = []
+    blind = {b: s for b, s in (unread or {}).items() if b in sel}
+    if blind:
+        from simassets.core.measures import registry
+
+        names = ", ".join(sorted(m.name for m in registry.MEASURES.values() if m.family == "embedding"))
+        out.append(
+            f"The embedding model cannot read {len(blind)} of the study's benchmarks (unknown word pieces: "
+            + ", ".join(f"{b} {s:.0%}" for b, s in blind.items())
+            + f"): their embedding measures ({names}) describe the model's vocabulary, not their text."
+        )
     if len(corr):
         small = corr[corr["n"] < SMALL_N]
         if len(small):
@@ -627,6 +653,7 @@ def build_report(
         ),
     ]
     heats: list[Path | None] = []
+    unread = unread_benchmarks(wh, profile)
     for spec in studies:
         part = {t: df[df["study"] == spec.name] if not df.empty else df for t, df in tables.items()}
         corr = part["correlations"]
@@ -639,7 +666,7 @@ def build_report(
             else None
         )
         heats.append(heat)
-        cav = _study_caveats(spec, corr, acc, floor, sel)
+        cav = _study_caveats(spec, corr, acc, floor, sel, unread)
         report.caveats += [f"study {spec.name}: {c}" for c in cav]
         side = (
             ("<div class='caveat'><b>Read with</b><ul>" + "".join(f"<li>{_esc(c)}</li>" for c in cav) + "</ul></div>")

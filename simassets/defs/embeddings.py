@@ -7,7 +7,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from simassets.core.computation import Call, Computation, Output, Scope, Upstream
+from simassets.core.computation import Call, Check, Computation, Output, Scope, Upstream
+from simassets.core.embeddings import UNKNOWN_SHARE_LIMIT
 from simassets.core.hashing import canonical_json, sha256_text
 from simassets.core.measures.task2vec import dataset_texts, probe_spec, task2vec_params
 from simassets.core.schema import (BENCHMARK_EMBEDDINGS, BENCHMARK_EXAMPLES, CORPUS_DOCUMENTS, CORPUS_EMBEDDINGS,
@@ -53,12 +54,30 @@ def _sentence_embeddings(kind: str):
     return compute
 
 
+def _reads_text(kind: str) -> Check:
+    """Warns where the embedding model cannot read a dataset: more than ``UNKNOWN_SHARE_LIMIT`` of the word pieces
+    it reads are its unknown token (MiniLM on XCOPA's Thai, Chinese and Tamil). The vectors, and every embedding
+    measure from them, then describe the tokenizer's gaps rather than the text; the rows are kept."""
+    table, _, texts_of = SOURCES[kind]
+
+    def outcome(scope: Scope, keys, tables) -> dict | None:
+        embedder = _embedder(scope)
+        share, pieces = embedder.unknown_share(texts_of(scope.read(table, keys)))
+        if share <= UNKNOWN_SHARE_LIMIT:
+            return None
+        return {"unknown_token_share": round(share, 4), "pieces": pieces, "limit": UNKNOWN_SHARE_LIMIT,
+                "embedding_model": embedder.source.name}
+
+    return Check("embedder_reads_text", f"at most {UNKNOWN_SHARE_LIMIT:.0%} of the word pieces the embedding model "
+                 "reads are its unknown token (else its vectors describe its vocabulary's gaps, not the text)", outcome)
+
+
 def _sentence_step(kind: str, description: str) -> Computation:
     return Computation(
         name=f"{kind}_embeddings", group="embeddings", partitioning=kind, description=description,
         writes=(CORPUS_EMBEDDINGS if kind == "corpus" else BENCHMARK_EMBEDDINGS,),
         inputs=_sentence_inputs(kind), compute=_sentence_embeddings(kind), upstream=(Upstream(SOURCES[kind][0]),),
-        kinds=("pytorch", "parquet"), pool="cpu_heavy")
+        kinds=("pytorch", "parquet"), pool="cpu_heavy", own_checks=(_reads_text(kind),))
 
 
 CORPUS_EMBEDDINGS_STEP = _sentence_step(

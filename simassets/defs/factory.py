@@ -174,7 +174,7 @@ def run_partition(comp: Computation, scope: Scope, keys: dict[str, str],
     wh, profile, at = scope.warehouse, comp.table_profile(scope), comp.storage_keys(keys)
     if comp.is_fresh(scope, keys, fp):
         log(f"skipped {comp.name} {keys}: unchanged (fingerprint {fp[:12]})")
-        tables = {t: wh.read_partition(t, profile, at) for t in comp.writes} if comp.checks else {}
+        tables = {t: wh.read_partition(t, profile, at) for t in comp.writes} if comp.check_names else {}
         stored = wh.stored(comp.writes[0], profile, at)
         meta: dict[str, Any] = {"skipped": True, "reason": "inputs unchanged", "rows": stored.rows if stored else 0}
         info = stored.info if stored else {}
@@ -198,6 +198,7 @@ def run_partition(comp: Computation, scope: Scope, keys: dict[str, str],
     if len(comp.writes) > 1:
         meta.update({f"rows_{t}": len(tables[t]) if t in tables else None for t in comp.writes})
     failed = {c: o for c in comp.checks if (o := _check_outcome(c, tables, comp)) is not None} if tables else {}
+    failed.update({c.name: o for c in comp.own_checks if tables and (o := c.outcome(scope, keys, tables)) is not None})
     meta.update({**extra, "seconds": round(time.perf_counter() - start, 2), "fingerprint": fp[:16]})
     return meta, fp, failed
 
@@ -281,7 +282,7 @@ def materialize(context: dg.AssetExecutionContext, comp: Computation, scope: Sco
                             severity=dg.AssetCheckSeverity.ERROR if c == NON_EMPTY else dg.AssetCheckSeverity.WARN,
                             metadata={"partitions_checked": len(done),
                                       "failed": dg.MetadataValue.json(checks.get(c, {}))})
-        for c in comp.checks]
+        for c in comp.check_names]
     if failures:
         for pk, meta, _ in done:
             context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, partition=pk, metadata=_metadata(meta)))
@@ -313,7 +314,8 @@ def build_asset(comp: Computation, profile: str) -> dg.AssetsDefinition:
     deps = [dg.AssetDep(asset_key(profile, u.asset),
                         partition_mapping=dg.AllPartitionMapping() if u.mapping == "all" else None)
             for u in comp.upstream]
-    check_specs = [dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c]) for c in comp.checks]
+    check_specs = [*(dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c]) for c in comp.checks),
+                   *(dg.AssetCheckSpec(c.name, asset=key, description=c.description) for c in comp.own_checks)]
 
     def _asset(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
         return materialize(context, comp, study.scope(profile))
