@@ -161,3 +161,19 @@ def test_range_metadata_reads_the_dynamic_partitions_once_per_question(monkeypat
         assert sorted((m.partition, m.metadata["partition"].value) for m in mats) == sorted((k, k) for k in keys)
         assert "get_dynamic_partitions" not in vars(instance)  # the instance answers from storage again
     assert counts[True] + 6 * 11 <= counts[False], counts  # 12 partitions: at least 6 reads saved on all but one
+
+
+def test_a_nested_read_once_block_keeps_the_outer_cache():
+    from simassets.defs.factory import dynamic_partitions_read_once
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("c", ["c1"])
+    with dynamic_partitions_read_once(instance):
+        outer = vars(instance)["get_dynamic_partitions"]
+        assert instance.get_dynamic_partitions("c") == ["c1"]
+        with dynamic_partitions_read_once(instance):
+            assert vars(instance)["get_dynamic_partitions"] is outer
+        assert vars(instance)["get_dynamic_partitions"] is outer  # the inner exit did not drop the outer cache
+        instance.add_dynamic_partitions("c", ["c2"])
+        assert instance.get_dynamic_partitions("c") == ["c1"]  # read once: the block's answer
+    assert "get_dynamic_partitions" not in vars(instance) and instance.get_dynamic_partitions("c") == ["c1", "c2"]
