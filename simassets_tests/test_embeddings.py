@@ -202,6 +202,8 @@ language = "th"
     assert outcomes["xcopa_et"].passed
     th = outcomes["xcopa_th"]
     assert not th.passed and th.severity == dg.AssetCheckSeverity.WARN
+    assert th.metadata["failed_partitions"].value == "xcopa_th"
+    assert "failed_partitions" not in outcomes["xcopa_et"].metadata
     failed = th.metadata["failed"].value["xcopa_th"]
     assert failed["unknown_token_share"] > 0.5 and failed["embedding_model"] == "all-MiniLM-L6-v2"
     assert len(Warehouse().read_partition("benchmark_embeddings", "quick", {"benchmark": "xcopa_th"})) == 10

@@ -281,6 +281,7 @@ def materialize(context: dg.AssetExecutionContext, comp: Computation, scope: Sco
         dg.AssetCheckResult(check_name=c, passed=c not in checks,
                             severity=dg.AssetCheckSeverity.ERROR if c == NON_EMPTY else dg.AssetCheckSeverity.WARN,
                             metadata={"partitions_checked": len(done),
+                                      **({"failed_partitions": ", ".join(sorted(checks[c]))} if c in checks else {}),
                                       "failed": dg.MetadataValue.json(checks.get(c, {}))})
         for c in comp.check_names]
     if failures:
