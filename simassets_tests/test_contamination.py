@@ -154,3 +154,21 @@ def test_pubmed_controls_against_the_whole_file(tmp_path):
     hits = np.mean([index.example(t, (13,)).longest >= 13 for t in texts])
     shuffled = np.mean([index.match_lengths(shuffled_words(t, i)).max(initial=0) >= 13 for i, t in enumerate(texts)])
     assert hits >= 0.9 and shuffled <= 0.02, (hits, shuffled)
+
+
+def test_an_undefined_gain_with_its_warning_passes_the_range_check_and_an_unexplained_nan_does_not():
+    """A gain with no contaminated example is NaN and says why: the check passes it; a bare NaN fails."""
+    import pandas as pd
+
+    from simassets.core.computation import MEASURE_RANGES
+    from simassets.core.measures import contamination
+    from simassets.core.schema import DATASET_SIMILARITY
+    from simassets.defs.factory import _check_outcome
+
+    rows = contamination.gain_rows(pd.Series([1.0, 0.0, 1.0]), pd.Series([0.0, 2.0, 5.0]), n_boot=50, seed=0)
+    frame = pd.DataFrame(rows)
+    assert frame["value"].isna().all() and frame["warning"].str.startswith("0 contaminated vs 3 clean").all()
+    # (the computation is only read by the non-empty check)
+    assert _check_outcome(MEASURE_RANGES, {DATASET_SIMILARITY: frame}, None) is None
+    frame.loc[0, "warning"] = None
+    assert _check_outcome(MEASURE_RANGES, {DATASET_SIMILARITY: frame}, None) == {"nan_dataset_values": 1}
