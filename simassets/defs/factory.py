@@ -114,6 +114,10 @@ def _measure_ranges(frames: Iterable[pd.DataFrame]) -> dict[str, int]:
     return bad
 
 
+def _says_why(warning: Any) -> bool:
+    return isinstance(warning, str) and warning != ""
+
+
 def _check_outcome(check: str, tables: dict[str, pd.DataFrame], comp: Computation) -> dict[str, Any] | None:
     """None when the check passes, else what failed."""
     if check == NON_EMPTY:
@@ -124,7 +128,7 @@ def _check_outcome(check: str, tables: dict[str, pd.DataFrame], comp: Computatio
         bad = _measure_ranges(frames)
         # a dataset-level value is NaN only where its row's warning says why (a contamination gain with no
         # contaminated example); an unexplained NaN fails
-        nan = sum(int((f["value"].isna() & f.get("warning", pd.Series(None, index=f.index)).fillna("").eq("")).sum())
+        nan = sum(int((f["value"].isna() & ~f.get("warning", pd.Series(None, index=f.index)).map(_says_why)).sum())
                   for f in dataset)
         return {**bad, **({"nan_dataset_values": nan} if nan else {})} or None
     if check == SCORES_IN_UNIT:
