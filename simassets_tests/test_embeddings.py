@@ -164,7 +164,8 @@ def test_unknown_share_counts_the_pieces_the_model_cannot_read(tmp_path: Path) -
     e = Embedder(cache_root=tmp_path)
     thai, n_thai = e.unknown_share(["แม่ของฉัน ทำอาหารเย็น ให้ครอบครัว", "ผู้ชาย เปิด ก๊อกน้ำ"])
     assert n_thai > 0 and thai > 0.5
-    assert e.unknown_share(TEXTS) == (0.0, e.unknown_share(TEXTS)[1]) and e.unknown_share(TEXTS)[1] > 20
+    english, n_english = e.unknown_share(TEXTS)
+    assert english == 0.0 and n_english > 20
     assert e.unknown_share(["Naine pani käe külmetama."])[0] == 0.0  # Estonian: Latin script, known pieces
     mixed, _ = e.unknown_share(["The cat sat on the mat.", "แม่ของฉัน"])
     assert 0.0 < mixed < thai

@@ -128,8 +128,7 @@ def _check_outcome(check: str, tables: dict[str, pd.DataFrame], comp: Computatio
         bad = _measure_ranges(frames)
         # a dataset-level value is NaN only where its row's warning says why (a contamination gain with no
         # contaminated example); an unexplained NaN fails
-        nan = sum(int((f["value"].isna() & ~f.get("warning", pd.Series(None, index=f.index)).map(_says_why)).sum())
-                  for f in dataset)
+        nan = sum(int((f["value"].isna() & ~f["warning"].map(_says_why)).sum()) for f in dataset)
         return {**bad, **({"nan_dataset_values": nan} if nan else {})} or None
     if check == SCORES_IN_UNIT:
         s = tables[schema.BENCHMARK_SCORES]
