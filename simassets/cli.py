@@ -225,6 +225,9 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     import signal
 
     os.chdir(paths.REPO_ROOT)  # dg dev reads the project's pyproject.toml
+    if sys.prefix != sys.base_prefix and not os.environ.get("VIRTUAL_ENV"):
+        # run as .venv/bin/simassets without activating: dg would warn twice that no environment is active
+        os.environ["VIRTUAL_ENV"] = sys.prefix
     for sig in (signal.SIGINT, signal.SIGTERM):  # started in the background, dg dev would otherwise ignore them
         signal.signal(sig, signal.SIG_DFL)
     os.execv(dg, [dg, "dev", "--host", args.host, "--port", str(args.port)])

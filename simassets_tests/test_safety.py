@@ -89,6 +89,30 @@ def test_ui_and_servers_bind_loopback_by_default():
     assert offenders == [Path(__file__)] or offenders == [], offenders
 
 
+
+def test_ui_names_the_virtual_environment_it_runs_in(monkeypatch, tmp_path, capsys):
+    """`.venv/bin/simassets ui` from a shell that never activated .venv: dg dev gets the environment it runs in
+    (without VIRTUAL_ENV, dg printed twice that the active environment does not match the project's)."""
+    import os
+    import sys
+
+    from simassets import runner
+    from simassets.defs import liveness
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    monkeypatch.setattr(runner, "get_instance", lambda: None)
+    monkeypatch.setattr(runner, "sync", lambda instance: [])
+    monkeypatch.setattr(liveness, "fail_dead_runs", lambda instance: [])
+    monkeypatch.chdir(tmp_path)  # _cmd_ui changes directory: restored after the test
+    launched = {}
+    monkeypatch.setattr(os, "execv",
+                        lambda exe, argv: launched.update(argv=argv, venv=os.environ.get("VIRTUAL_ENV")))
+    assert cli.main(["ui", "--port", "3999"]) == 0
+    assert launched["argv"][1:] == ["dev", "--host", "127.0.0.1", "--port", "3999"]
+    assert launched["venv"] == (sys.prefix if sys.prefix != sys.base_prefix else None)
+    assert "UI on http://127.0.0.1:3999" in capsys.readouterr().out
+
 class _Boom:
     """Unpickling this writes a marker file: proof that code in a checkpoint ran."""
 
