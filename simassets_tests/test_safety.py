@@ -89,18 +89,20 @@ def test_ui_and_servers_bind_loopback_by_default():
     assert offenders == [Path(__file__)] or offenders == [], offenders
 
 
-
 def test_ui_names_the_virtual_environment_it_runs_in(monkeypatch, tmp_path, capsys):
     """`.venv/bin/simassets ui` from a shell that never activated .venv: dg dev gets the environment it runs in
     (without VIRTUAL_ENV, dg printed twice that the active environment does not match the project's)."""
     import os
+    import signal
     import sys
 
     from simassets import runner
     from simassets.defs import liveness
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    monkeypatch.setenv("VIRTUAL_ENV", "set")  # recorded, so the value _cmd_ui writes is undone after the test
+    monkeypatch.delenv("VIRTUAL_ENV")
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: None)  # pytest keeps its own SIGINT handler
     monkeypatch.setattr(runner, "get_instance", lambda: None)
     monkeypatch.setattr(runner, "sync", lambda instance: [])
     monkeypatch.setattr(liveness, "fail_dead_runs", lambda instance: [])
@@ -112,6 +114,7 @@ def test_ui_names_the_virtual_environment_it_runs_in(monkeypatch, tmp_path, caps
     assert launched["argv"][1:] == ["dev", "--host", "127.0.0.1", "--port", "3999"]
     assert launched["venv"] == (sys.prefix if sys.prefix != sys.base_prefix else None)
     assert "UI on http://127.0.0.1:3999" in capsys.readouterr().out
+
 
 class _Boom:
     """Unpickling this writes a marker file: proof that code in a checkpoint ran."""
